@@ -1,0 +1,85 @@
+// Module entry: tensors, streams, the op list, thread control and backend information.
+#include <napi.h>
+
+#include "../cuda/cuda_backend.h"
+#include "cpu/kernels.h"
+#include "napi_util.h"
+#include "ops/op.h"
+#include "stream.h"
+
+namespace taipan::js {
+
+namespace {
+
+Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+
+  const cpu::CpuFeatures& f = cpu::cpu_features();
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("avx2", f.avx2);
+  c.Set("fma", f.fma);
+  c.Set("f16c", f.f16c);
+  c.Set("path", cpu::use_avx2() ? "avx2" : "portable");
+  c.Set("threads", cpu_threads());
+  out.Set("cpu", c);
+
+  cuda::Status st = cuda::query();
+  Napi::Object g = Napi::Object::New(env);
+  g.Set("compiled", st.compiled);
+  g.Set("runtimeVersion", st.runtime_version);
+  g.Set("driverVersion", st.driver_version);
+  g.Set("reason", st.reason);
+  Napi::Array devs = Napi::Array::New(env, st.devices.size());
+  for (size_t i = 0; i < st.devices.size(); i++) {
+    const auto& d = st.devices[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("index", d.index);
+    o.Set("name", d.name);
+    o.Set("computeCapability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor));
+    o.Set("totalMemory", double(d.total_memory));
+    o.Set("freeMemory", double(d.free_memory));
+    o.Set("multiprocessors", d.sm_count);
+    devs.Set(uint32_t(i), o);
+  }
+  g.Set("devices", devs);
+  out.Set("cuda", g);
+
+  std::vector<const OpDef*> ops = all_ops();
+  Napi::Array names = Napi::Array::New(env, ops.size());
+  for (size_t i = 0; i < ops.size(); i++) names.Set(uint32_t(i), ops[i]->name);
+  out.Set("ops", names);
+  return out;
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "setThreads(n): n must be a number (0 = one per core)");
+  double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 0 && n <= 1024) || n != double(int(n))) throw Napi::RangeError::New(env, "setThreads(n): n must be an integer from 0 to 1024");
+  set_cpu_threads(int(n));
+  return Napi::Number::New(env, cpu_threads());
+}
+
+Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), cpu_threads()); }
+
+// Tests use this to run every kernel's portable path on an AVX2 machine.
+Napi::Value SetPortable(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), cpu::set_force_portable(info[0].ToBoolean().Value()));
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  init_tensor(env, exports);
+  init_stream(env, exports);
+  exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
+  exports.Set("getThreads", Napi::Function::New(env, GetThreads, "getThreads"));
+  exports.Set("setPortable", Napi::Function::New(env, SetPortable, "setPortable"));
+  return exports;
+}
+
+NODE_API_MODULE(taipan, Init)
+
+}  // namespace taipan::js

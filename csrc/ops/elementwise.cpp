@@ -1,0 +1,64 @@
+// Elementwise ops and copy.
+#include <cstring>
+
+#include "../cpu/kernels.h"
+#include "op.h"
+
+namespace taipan {
+namespace {
+
+void expect_cpu(const OpArgs& a) {
+  if (a.device != Device::CPU) a.fail("not implemented on the CUDA backend yet");
+}
+
+// x -> out, same shape, contiguous fp32.
+template <void (*Kernel)(cpu::ThreadPool&, int64_t, const float*, float*)>
+Work plan_unary(const OpArgs& a) {
+  expect_cpu(a);
+  const Tensor& x = a.expect("x", {DType::F32}, std::vector<int64_t>(a.tensor("x").shape.size(), -1));
+  const Tensor& out = a.expect("out", {DType::F32}, x.shape);
+  a.expect_contiguous("x");
+  a.expect_contiguous("out");
+  const float* xp = x.ptr<float>();
+  float* op = out.ptr<float>();
+  int64_t n = x.numel();
+  return [=](ExecContext& c) { Kernel(*c.pool, n, xp, op); };
+}
+
+Work plan_add(const OpArgs& a) {
+  expect_cpu(a);
+  const Tensor& x = a.tensor("a");
+  std::vector<int64_t> any(x.shape.size(), -1);
+  a.expect("a", {DType::F32}, any);
+  a.expect("b", {DType::F32}, x.shape);
+  a.expect("out", {DType::F32}, x.shape);
+  for (const char* n : {"a", "b", "out"}) a.expect_contiguous(n);
+  const float* ap = x.ptr<float>();
+  const float* bp = a.tensor("b").ptr<float>();
+  float* op = a.tensor("out").ptr<float>();
+  int64_t n = x.numel();
+  return [=](ExecContext& c) { cpu::add(*c.pool, n, ap, bp, op); };
+}
+
+// copy: src -> dst of the same dtype and shape (either may be a strided view).
+Work plan_copy(const OpArgs& a) {
+  expect_cpu(a);
+  const Tensor& src = a.tensor("src");
+  const Tensor& dst = a.expect("dst", {src.dtype}, src.shape);
+  a.expect_no_overlap("src", "dst");
+  const char* sp = static_cast<const char*>(src.data());
+  char* dp = static_cast<char*>(dst.data());
+  int64_t rows = src.rows(), sld = src.ld, dld = dst.ld;
+  size_t esz = dtype_size(src.dtype), row_bytes = size_t(src.cols()) * esz;
+  return [=](ExecContext&) {
+    for (int64_t r = 0; r < rows; r++) std::memcpy(dp + size_t(r * dld) * esz, sp + size_t(r * sld) * esz, row_bytes);
+  };
+}
+
+OpRegistrar r1({"silu", "out = x * sigmoid(x)", plan_unary<cpu::silu>});
+OpRegistrar r2({"softplus", "out = log(1 + exp(x)), identity above 20", plan_unary<cpu::softplus>});
+OpRegistrar r3({"add", "out = a + b", plan_add});
+OpRegistrar r4({"copy", "dst = src", plan_copy});
+
+}  // namespace
+}  // namespace taipan

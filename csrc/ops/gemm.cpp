@@ -1,0 +1,28 @@
+// linear: out = x @ weight^T, the nn.Linear of every projection and of the LM head.
+#include "../cpu/kernels.h"
+#include "op.h"
+
+namespace taipan {
+namespace {
+
+Work plan_linear(const OpArgs& a) {
+  if (a.device != Device::CPU) a.fail("not implemented on the CUDA backend yet");
+  const Tensor& w = a.expect("weight", {DType::F32, DType::F16, DType::BF16}, {-1, -1});
+  a.expect_contiguous("weight");
+  int64_t N = w.shape[0], K = w.shape[1];
+  const Tensor& x = a.expect("x", {DType::F32}, {-1, K});
+  int64_t M = x.shape[0];
+  const Tensor& out = a.expect("out", {DType::F32}, {M, N});
+  a.expect_no_overlap("out", "x");
+  const float* xp = x.ptr<float>();
+  int64_t ldx = x.ld, ldy = out.ld;
+  const void* wp = w.data();
+  DType wdt = w.dtype;
+  float* yp = out.ptr<float>();
+  return [=](ExecContext& c) { cpu::gemm(*c.pool, M, N, K, xp, ldx, wp, wdt, yp, ldy); };
+}
+
+OpRegistrar reg({"linear", "out[M, N] = x[M, K] @ weight[N, K]^T (fp32 accumulation)", plan_linear});
+
+}  // namespace
+}  // namespace taipan

@@ -1,0 +1,87 @@
+#include "stream.h"
+
+#include <shared_mutex>
+
+#include "../cuda/cuda_backend.h"
+
+namespace taipan {
+
+namespace {
+// Batches hold this shared while they run; resizing the thread pool holds it exclusively,
+// so the pool is never replaced under a running op.
+std::shared_mutex g_pool_guard;
+}  // namespace
+
+void set_cpu_threads(int n) {
+  std::unique_lock<std::shared_mutex> lock(g_pool_guard);
+  cpu::ThreadPool::set_threads(n);
+}
+
+int cpu_threads() { return cpu::ThreadPool::global().size(); }
+
+Stream::Stream(Device device) : device_(device) {
+  if (device_ == Device::CUDA) cuda_stream_ = cuda::stream_create();
+}
+
+Stream::~Stream() {
+  for (auto& e : queue_)
+    for (auto& t : e.args.all_tensors()) t->storage->in_use.fetch_sub(1);
+  if (cuda_stream_) cuda::stream_destroy(cuda_stream_);
+}
+
+void Stream::enqueue(OpArgs args) {
+  const OpDef* def = find_op(args.op);
+  if (!def) throw ArgError("unknown op '" + args.op + "'");
+  args.device = device_;
+  Entry e{std::move(args), nullptr};
+  e.work = def->plan(e.args);
+  for (auto& t : e.args.all_tensors()) t->storage->in_use.fetch_add(1);
+  queue_.push_back(std::move(e));
+}
+
+Stream::Batch Stream::take() {
+  Batch b;
+  b.entries.swap(queue_);
+  std::lock_guard<std::mutex> lock(mu_);
+  b.ticket = next_ticket_++;
+  return b;
+}
+
+void Stream::execute(Batch& batch) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    turn_.wait(lock, [&] { return done_ticket_ == batch.ticket; });
+  }
+  {
+    std::shared_lock<std::shared_mutex> pool_lock(g_pool_guard);
+    ExecContext ctx;
+    ctx.device = device_;
+    ctx.pool = &cpu::ThreadPool::global();
+    ctx.cuda_stream = cuda_stream_;
+    for (auto& e : batch.entries) {
+      if (!batch.error.empty()) break;
+      try {
+        e.work(ctx);
+      } catch (const std::exception& ex) {
+        batch.error = e.args.op + " failed: " + ex.what();
+      }
+    }
+    if (batch.error.empty() && device_ == Device::CUDA) {
+      try {
+        cuda::stream_synchronize(cuda_stream_);
+      } catch (const std::exception& ex) {
+        batch.error = std::string("CUDA stream failed: ") + ex.what();
+      }
+    }
+  }
+  for (auto& e : batch.entries)
+    for (auto& t : e.args.all_tensors()) t->storage->in_use.fetch_sub(1);
+  batch.entries.clear();  // drop tensor references on this thread, before waking the next batch
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ticket_++;
+  }
+  turn_.notify_all();
+}
+
+}  // namespace taipan
