@@ -1,0 +1,536 @@
+// CPU GEMM: y[m, n] = sum_k x[m, k] * W[n, k]  (x @ W^T, i.e. nn.Linear without bias).
+//
+// x is fp32 (row stride ldx), W is [N, K] contiguous in f32, f16 or bf16, y is fp32 (row
+// stride ldy); every product is accumulated in fp32.
+//
+// The model runs this in two very different regimes, so there are two AVX2 algorithms:
+//
+//   * Decode (M <= kGemvMaxM, a handful of tokens): the work is ~1 FMA per weight, so the
+//     time is the time to read W from DRAM once. gemv_* walks W row block by row block,
+//     converts each weight to fp32 in registers, and applies it to every x row while it is
+//     still in L1. The two threads split N.
+//
+//   * Prefill (larger M): compute bound. gemm_packed_* is a GotoBLAS/BLIS-style blocked
+//     GEMM: W is packed (and converted to fp32) into K-blocked panels of 16 columns, x into
+//     panels of 6 rows, and a 6x16 register-tile micro-kernel does the FMAs. The threads
+//     split N (or M when N is small), each packing its own panels, so no barriers.
+//
+// A portable plain-C++ path (used when the CPU lacks AVX2/FMA/F16C or TAIPAN_CPU_PORTABLE is
+// set) computes the same thing with simpler loops.
+//
+// Nothing here skips work on zeros: NaN/Inf anywhere in a row of x or W reaches the outputs
+// that depend on it. Zero padding (packed panels past the edge of M or N) only feeds outputs
+// that are thrown away.
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TAIPAN_GEMM_X86 1
+#define TAIPAN_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define TAIPAN_GEMM_X86 0
+#endif
+
+namespace taipan::cpu {
+namespace {
+
+// ---- Tuning constants ---------------------------------------------------------------------
+
+// Largest M handled by the GEMV (decode) path; above it the packed GEMM wins because it
+// reuses each W value from registers 6 times and each x value 16 times.
+constexpr int64_t kGemvMaxM = 8;
+// Below this many multiply-adds one thread does the whole GEMM: waking the second thread
+// costs a few microseconds, more than the work.
+constexpr int64_t kSerialFmas = 1 << 15;
+
+// ---- Scratch memory -------------------------------------------------------------------------
+
+// A growable 64-byte-aligned float buffer. The pool threads live as long as the process, so a
+// thread_local instance lets every thread keep its packing buffers between calls instead of
+// allocating megabytes per GEMM.
+class Scratch {
+ public:
+  ~Scratch() { std::free(p_); }
+  float* get(size_t floats) {
+    if (floats > n_) {
+      std::free(p_);
+      size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+      p_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!p_) std::abort();
+      n_ = bytes / sizeof(float);
+    }
+    return p_;
+  }
+
+ private:
+  float* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+// Scalar load of weight W[i] as fp32, used by the portable path and by the edges of the
+// vector paths.
+inline float load_w1(const void* W, DType wdt, int64_t i) {
+  switch (wdt) {
+    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(W)[i]);
+    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(W)[i]);
+    default: return static_cast<const float*>(W)[i];
+  }
+}
+
+template <DType WT>
+inline float load_w1(const void* W, int64_t i) {
+  if constexpr (WT == DType::F16) return f16_to_f32(static_cast<const uint16_t*>(W)[i]);
+  else if constexpr (WT == DType::BF16) return bf16_to_f32(static_cast<const uint16_t*>(W)[i]);
+  else return static_cast<const float*>(W)[i];
+}
+
+// ============================================================================================
+// Portable path
+// ============================================================================================
+//
+// Blocks of 4 W rows are converted to fp32 once (a small thread-local buffer) and applied to
+// a block of x rows that stays in cache. The dot product keeps 8 partial sums so that the
+// compiler can vectorise it with whatever SIMD the target has by default (SSE2 on x86-64).
+
+inline float dot_portable(const float* a, const float* b, int64_t K) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8)
+    for (int j = 0; j < 8; j++) s[j] += a[k + j] * b[k + j];
+  float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+  for (; k < K; k++) t += a[k] * b[k];
+  return t;
+}
+
+void gemm_portable_range(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x,
+                         int64_t ldx, const void* W, DType wdt, float* y, int64_t ldy) {
+  constexpr int64_t kRows = 4;   // W rows converted at a time
+  constexpr int64_t kMBlock = 64;  // x rows per pass over a W block: 64*K floats stay in L2
+  static thread_local Scratch buf;
+  float* wf = (wdt == DType::F32) ? nullptr : buf.get(size_t(kRows * K));
+  for (int64_t m0 = 0; m0 < M; m0 += kMBlock) {
+    const int64_t m1 = std::min(M, m0 + kMBlock);
+    for (int64_t n = n0; n < n1; n += kRows) {
+      const int64_t rows = std::min(kRows, n1 - n);
+      const float* wr;
+      if (wdt == DType::F32) {
+        wr = static_cast<const float*>(W) + n * K;
+      } else {
+        for (int64_t i = 0; i < rows * K; i++) wf[i] = load_w1(W, wdt, n * K + i);
+        wr = wf;
+      }
+      for (int64_t m = m0; m < m1; m++)
+        for (int64_t r = 0; r < rows; r++)
+          y[m * ldy + n + r] = dot_portable(x + m * ldx, wr + r * K, K);
+    }
+  }
+}
+
+void gemm_portable(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x,
+                   int64_t ldx, const void* W, DType wdt, float* y, int64_t ldy) {
+  if (M * N * K <= kSerialFmas || pool.size() == 1) {
+    gemm_portable_range(M, 0, N, K, x, ldx, W, wdt, y, ldy);
+    return;
+  }
+  pool.parallel_for(
+      N, [&](int64_t b, int64_t e, int) { gemm_portable_range(M, b, e, K, x, ldx, W, wdt, y, ldy); },
+      4);
+}
+
+#if TAIPAN_GEMM_X86
+// ============================================================================================
+// AVX2 building blocks
+// ============================================================================================
+
+// 8 consecutive weights W[i .. i+8) widened to fp32. bf16 is the top half of an fp32, so
+// widening is a zero-extend and a 16-bit shift; f16 has a hardware converter (F16C).
+template <DType WT>
+TAIPAN_AVX2 inline __m256 load_w8(const void* W, int64_t i) {
+  if constexpr (WT == DType::F32) {
+    return _mm256_loadu_ps(static_cast<const float*>(W) + i);
+  } else {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(W) + i));
+    if constexpr (WT == DType::F16) return _mm256_cvtph_ps(h);
+    else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+TAIPAN_AVX2 inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// In-place transpose of an 8x8 fp32 block held in 8 registers (r[i] = row i).
+TAIPAN_AVX2 inline void transpose8x8(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// ============================================================================================
+// Decode: GEMV over up to a few x rows, W read once
+// ============================================================================================
+//
+// gemv_tile computes an R x MB block of y (R rows of W against MB rows of x) as R*MB dot
+// products over the full K. The MB x vectors for the current 8 k's sit in registers and each
+// converted W vector is used MB times, so a tile needs R*MB accumulators + MB + 1 registers
+// of the 16: the shapes used are 4x1, 4x2 (4 or 8 independent FMA chains, enough to hide the
+// 4-cycle FMA latency) and 2x3, 2x4 (6 or 8 accumulators + 3 or 4 x registers).
+//
+// Software prefetch: the row block is walked 4 rows at a time, so the hardware sees 4 (per
+// thread) interleaved streams; prefetching kPrefetchBytes ahead in each row keeps enough
+// misses in flight to approach DRAM bandwidth on one core.
+
+constexpr int64_t kPrefetchBytes = 1024;
+
+template <DType WT, int R, int MB, bool kPrefetch>
+TAIPAN_AVX2 void gemv_tile(int64_t K, const float* x, int64_t ldx, const void* W, int64_t row0,
+                           float* y, int64_t ldy) {
+  constexpr int64_t kElem = WT == DType::F32 ? 4 : 2;
+  const char* wbytes = static_cast<const char*>(W) + row0 * K * kElem;
+  __m256 acc[R][MB];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 16
+    for (int m = 0; m < MB; m++) acc[r][m] = _mm256_setzero_ps();
+
+  const int64_t kv = K & ~int64_t(7);  // the vectorised part of K
+  for (int64_t k = 0; k < kv; k += 8) {
+    if (kPrefetch && (k * kElem) % 64 == 0) {
+#pragma GCC unroll 16
+      for (int r = 0; r < R; r++)
+        _mm_prefetch(wbytes + (r * K + k) * kElem + kPrefetchBytes, _MM_HINT_T0);
+    }
+    __m256 xv[MB];
+#pragma GCC unroll 16
+    for (int m = 0; m < MB; m++) xv[m] = _mm256_loadu_ps(x + m * ldx + k);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) {
+      const __m256 wv = load_w8<WT>(W, (row0 + r) * K + k);
+#pragma GCC unroll 16
+      for (int m = 0; m < MB; m++) acc[r][m] = _mm256_fmadd_ps(wv, xv[m], acc[r][m]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; r++) {
+#pragma GCC unroll 16
+    for (int m = 0; m < MB; m++) y[m * ldy + r] = hsum8(acc[r][m]);
+  }
+  // K % 8 leftover products, in scalar.
+  for (int r = 0; r < R; r++)
+    for (int m = 0; m < MB; m++)
+      for (int64_t kk = kv; kk < K; kk++)
+        y[m * ldy + r] += x[m * ldx + kk] * load_w1<WT>(W, (row0 + r) * K + kk);
+}
+
+// Rows [n0, n1) of W against all M rows of x. W is walked in blocks of 4 rows; each block is
+// applied to x rows in groups of up to 4 while it is hot in L1 (4 rows x K <= 2048 of fp32 is
+// 32 KiB), so DRAM sees every weight exactly once whatever M is. Only the first group issues
+// prefetches: later groups find the block in cache.
+template <DType WT>
+TAIPAN_AVX2 void gemv_range(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x,
+                            int64_t ldx, const void* W, float* y, int64_t ldy) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) {
+    for (int64_t m = 0; m < M; m += 4) {
+      const float* xm = x + m * ldx;
+      float* ym = y + m * ldy + n;
+      const bool first = m == 0;
+      switch (std::min<int64_t>(4, M - m)) {
+        case 1:
+          if (first) gemv_tile<WT, 4, 1, true>(K, xm, ldx, W, n, ym, ldy);
+          else gemv_tile<WT, 4, 1, false>(K, xm, ldx, W, n, ym, ldy);
+          break;
+        case 2:
+          if (first) gemv_tile<WT, 4, 2, true>(K, xm, ldx, W, n, ym, ldy);
+          else gemv_tile<WT, 4, 2, false>(K, xm, ldx, W, n, ym, ldy);
+          break;
+        case 3:
+          if (first) gemv_tile<WT, 2, 3, true>(K, xm, ldx, W, n, ym, ldy);
+          else gemv_tile<WT, 2, 3, false>(K, xm, ldx, W, n, ym, ldy);
+          gemv_tile<WT, 2, 3, false>(K, xm, ldx, W, n + 2, ym + 2, ldy);
+          break;
+        default:
+          if (first) gemv_tile<WT, 2, 4, true>(K, xm, ldx, W, n, ym, ldy);
+          else gemv_tile<WT, 2, 4, false>(K, xm, ldx, W, n, ym, ldy);
+          gemv_tile<WT, 2, 4, false>(K, xm, ldx, W, n + 2, ym + 2, ldy);
+          break;
+      }
+    }
+  }
+  // The last N % 4 rows, one at a time.
+  for (; n < n1; n++) {
+    for (int64_t m = 0; m < M; m += 4) {
+      const float* xm = x + m * ldx;
+      float* ym = y + m * ldy + n;
+      switch (std::min<int64_t>(4, M - m)) {
+        case 1: gemv_tile<WT, 1, 1, false>(K, xm, ldx, W, n, ym, ldy); break;
+        case 2: gemv_tile<WT, 1, 2, false>(K, xm, ldx, W, n, ym, ldy); break;
+        case 3: gemv_tile<WT, 1, 3, false>(K, xm, ldx, W, n, ym, ldy); break;
+        default: gemv_tile<WT, 1, 4, false>(K, xm, ldx, W, n, ym, ldy); break;
+      }
+    }
+  }
+}
+
+template <DType WT>
+void gemv_avx2(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx,
+               const void* W, float* y, int64_t ldy) {
+  if (M * N * K <= kSerialFmas || pool.size() == 1) {
+    gemv_range<WT>(M, 0, N, K, x, ldx, W, y, ldy);
+    return;
+  }
+  // Split N in multiples of 4 rows so each thread runs whole row blocks.
+  pool.parallel_for(
+      N, [&](int64_t b, int64_t e, int) { gemv_range<WT>(M, b, e, K, x, ldx, W, y, ldy); }, 4);
+}
+
+// ============================================================================================
+// Prefill: packed, cache-blocked GEMM
+// ============================================================================================
+//
+// In BLAS terms C[M, N] = A[M, K] * B[K, N] with A = x and B = W^T.
+//
+// Micro-tile MR x NR = 6 x 16: 12 ymm accumulators, 2 ymm for the B row and 1 for the
+// broadcast A value = 15 of the 16 ymm registers. Each k step does 2 vector loads + 6
+// broadcasts for 12 FMAs, well within Zen3's 2 FMA and 3 load ports per cycle, and the 12
+// independent accumulators cover the 4-cycle FMA latency x 2 pipes.
+//
+// Cache blocking (per core: 32 KiB L1d, 512 KiB L2; 32 MiB shared L3):
+//   KC = 256: one packed B micro-panel (KC x 16 fp32 = 16 KiB) stays in L1 while the
+//             micro-kernel sweeps it against every A micro-panel of the block.
+//   MC = 144: the packed A block (MC x KC fp32 = 144 KiB) stays in L2 and is reused for every
+//             16-column B micro-panel.
+//   NC = 4096: the packed B block (KC x NC = 4 MiB at most) lives in L3. The model's N
+//             (3352 split over 2 threads) fits in one NC block, so W is packed exactly once.
+// K is split into equal-sized blocks (rounded to 8) rather than 256,256,...,rest, so no
+// block is tiny.
+constexpr int kMR = 6, kNR = 16;
+constexpr int64_t kKC = 256, kMC = 144, kNC = 4096;
+static_assert(kMC % kMR == 0 && kNC % kNR == 0, "blocks must hold whole micro-panels");
+
+// Pack W[n0 .. n0+nc, k0 .. k0+kc) into panels of 16 columns: panel p holds, for each k, the
+// 16 weights W[n0 + 16p + j, k0 + k] (j = 0..15) contiguously, converted to fp32; columns
+// past nc are zero. Full panels are transposed 8x8 at a time in registers.
+template <DType WT>
+TAIPAN_AVX2 void pack_b(const void* W, int64_t K, int64_t n0, int64_t nc, int64_t k0, int64_t kc,
+                        float* Bp) {
+  for (int64_t p = 0; p < nc; p += kNR, Bp += kc * kNR) {
+    const int64_t cols = std::min<int64_t>(kNR, nc - p);
+    const int64_t row = n0 + p;  // first W row of this panel
+    int64_t k = 0;
+    if (cols == kNR) {
+      for (; k + 8 <= kc; k += 8) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+          __m256 r[8];
+#pragma GCC unroll 8
+          for (int i = 0; i < 8; i++) r[i] = load_w8<WT>(W, (row + h * 8 + i) * K + k0 + k);
+          transpose8x8(r);
+#pragma GCC unroll 8
+          for (int i = 0; i < 8; i++) _mm256_store_ps(Bp + (k + i) * kNR + h * 8, r[i]);
+        }
+      }
+    }
+    for (; k < kc; k++)
+      for (int64_t j = 0; j < kNR; j++)
+        Bp[k * kNR + j] = j < cols ? load_w1<WT>(W, (row + j) * K + k0 + k) : 0.0f;
+  }
+}
+
+// Pack x[m0 .. m0+mc, k0 .. k0+kc) into panels of 6 rows: panel p holds, for each k, the 6
+// values x[m0 + 6p + i, k0 + k] contiguously; rows past mc are zero. Full panels go through
+// an 8x8 register transpose (rows 6 and 7 are don't-care): each transposed row is stored as
+// 8 floats at a stride of 6, and the 2 extra floats are overwritten by the next store (the
+// buffer has 8 floats of slack for the very last one).
+TAIPAN_AVX2 void pack_a(const float* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0,
+                        int64_t kc, float* Ap) {
+  for (int64_t p = 0; p < mc; p += kMR, Ap += kc * kMR) {
+    const int64_t rows = std::min<int64_t>(kMR, mc - p);
+    const float* xp = x + (m0 + p) * ldx + k0;
+    int64_t k = 0;
+    if (rows == kMR) {
+      for (; k + 8 <= kc; k += 8) {
+        __m256 r[8];
+#pragma GCC unroll 6
+        for (int i = 0; i < kMR; i++) r[i] = _mm256_loadu_ps(xp + i * ldx + k);
+        r[6] = r[7] = _mm256_setzero_ps();
+        transpose8x8(r);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) _mm256_storeu_ps(Ap + (k + i) * kMR, r[i]);
+      }
+    }
+    for (; k < kc; k++)
+      for (int64_t i = 0; i < kMR; i++) Ap[k * kMR + i] = i < rows ? xp[i * ldx + k] : 0.0f;
+  }
+}
+
+// The 6x16 micro-kernel: C[0..6, 0..16) (+)= Ap-panel * Bp-panel over kc steps. With
+// accumulate = false C is overwritten (first K block), else added to.
+TAIPAN_AVX2 void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc,
+                            bool accumulate) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; k++) {
+    const __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
+    __m256 a;
+    a = _mm256_broadcast_ss(Ap + 0);
+    c00 = _mm256_fmadd_ps(a, b0, c00);
+    c01 = _mm256_fmadd_ps(a, b1, c01);
+    a = _mm256_broadcast_ss(Ap + 1);
+    c10 = _mm256_fmadd_ps(a, b0, c10);
+    c11 = _mm256_fmadd_ps(a, b1, c11);
+    a = _mm256_broadcast_ss(Ap + 2);
+    c20 = _mm256_fmadd_ps(a, b0, c20);
+    c21 = _mm256_fmadd_ps(a, b1, c21);
+    a = _mm256_broadcast_ss(Ap + 3);
+    c30 = _mm256_fmadd_ps(a, b0, c30);
+    c31 = _mm256_fmadd_ps(a, b1, c31);
+    a = _mm256_broadcast_ss(Ap + 4);
+    c40 = _mm256_fmadd_ps(a, b0, c40);
+    c41 = _mm256_fmadd_ps(a, b1, c41);
+    a = _mm256_broadcast_ss(Ap + 5);
+    c50 = _mm256_fmadd_ps(a, b0, c50);
+    c51 = _mm256_fmadd_ps(a, b1, c51);
+    Ap += kMR;
+    Bp += kNR;
+  }
+  if (accumulate) {
+    c00 = _mm256_add_ps(c00, _mm256_loadu_ps(C + 0 * ldc)), c01 = _mm256_add_ps(c01, _mm256_loadu_ps(C + 0 * ldc + 8));
+    c10 = _mm256_add_ps(c10, _mm256_loadu_ps(C + 1 * ldc)), c11 = _mm256_add_ps(c11, _mm256_loadu_ps(C + 1 * ldc + 8));
+    c20 = _mm256_add_ps(c20, _mm256_loadu_ps(C + 2 * ldc)), c21 = _mm256_add_ps(c21, _mm256_loadu_ps(C + 2 * ldc + 8));
+    c30 = _mm256_add_ps(c30, _mm256_loadu_ps(C + 3 * ldc)), c31 = _mm256_add_ps(c31, _mm256_loadu_ps(C + 3 * ldc + 8));
+    c40 = _mm256_add_ps(c40, _mm256_loadu_ps(C + 4 * ldc)), c41 = _mm256_add_ps(c41, _mm256_loadu_ps(C + 4 * ldc + 8));
+    c50 = _mm256_add_ps(c50, _mm256_loadu_ps(C + 5 * ldc)), c51 = _mm256_add_ps(c51, _mm256_loadu_ps(C + 5 * ldc + 8));
+  }
+  _mm256_storeu_ps(C + 0 * ldc, c00), _mm256_storeu_ps(C + 0 * ldc + 8, c01);
+  _mm256_storeu_ps(C + 1 * ldc, c10), _mm256_storeu_ps(C + 1 * ldc + 8, c11);
+  _mm256_storeu_ps(C + 2 * ldc, c20), _mm256_storeu_ps(C + 2 * ldc + 8, c21);
+  _mm256_storeu_ps(C + 3 * ldc, c30), _mm256_storeu_ps(C + 3 * ldc + 8, c31);
+  _mm256_storeu_ps(C + 4 * ldc, c40), _mm256_storeu_ps(C + 4 * ldc + 8, c41);
+  _mm256_storeu_ps(C + 5 * ldc, c50), _mm256_storeu_ps(C + 5 * ldc + 8, c51);
+}
+
+// One thread's share: y[m0..m1, n0..n1). Loop order (outer to inner) jc, pc, ic, jr, ir, as in
+// BLIS, so each packed panel is reused from the cache level it was sized for.
+template <DType WT>
+TAIPAN_AVX2 void gemm_packed_range(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
+                                   const float* x, int64_t ldx, const void* W, float* y,
+                                   int64_t ldy) {
+  static thread_local Scratch a_buf, b_buf;
+  const int64_t kblocks = (K + kKC - 1) / kKC;
+  const int64_t kc_max = std::min(K, ((K + kblocks - 1) / kblocks + 7) / 8 * 8);
+  const int64_t nc_max = std::min(kNC, (n1 - n0 + kNR - 1) / kNR * kNR);
+  const int64_t mc_max = std::min(kMC, (m1 - m0 + kMR - 1) / kMR * kMR);
+  float* Bp = b_buf.get(size_t(kc_max * nc_max));
+  float* Ap = a_buf.get(size_t(kc_max * mc_max + 8));  // +8: pack_a's overlapping stores
+  alignas(32) float edge[kMR * kNR];
+
+  for (int64_t jc = n0; jc < n1; jc += kNC) {
+    const int64_t nc = std::min(kNC, n1 - jc);
+    for (int64_t pc = 0; pc < K; pc += kc_max) {
+      const int64_t kc = std::min(kc_max, K - pc);
+      const bool accumulate = pc > 0;
+      pack_b<WT>(W, K, jc, nc, pc, kc, Bp);
+      for (int64_t ic = m0; ic < m1; ic += kMC) {
+        const int64_t mc = std::min(kMC, m1 - ic);
+        pack_a(x, ldx, ic, mc, pc, kc, Ap);
+        for (int64_t jr = 0; jr < nc; jr += kNR) {
+          const int64_t nr = std::min<int64_t>(kNR, nc - jr);
+          for (int64_t ir = 0; ir < mc; ir += kMR) {
+            const int64_t mr = std::min<int64_t>(kMR, mc - ir);
+            float* C = y + (ic + ir) * ldy + jc + jr;
+            if (mr == kMR && nr == kNR) {
+              micro_6x16(kc, Ap + ir * kc, Bp + jr * kc, C, ldy, accumulate);
+            } else {  // edge tile: compute the full tile aside, keep the valid part
+              micro_6x16(kc, Ap + ir * kc, Bp + jr * kc, edge, kNR, false);
+              for (int64_t i = 0; i < mr; i++)
+                for (int64_t j = 0; j < nr; j++)
+                  C[i * ldy + j] = accumulate ? C[i * ldy + j] + edge[i * kNR + j] : edge[i * kNR + j];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <DType WT>
+void gemm_packed(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx,
+                 const void* W, float* y, int64_t ldy) {
+  const int nt = pool.size();
+  if (M * N * K <= kSerialFmas || nt == 1) {
+    gemm_packed_range<WT>(0, M, 0, N, K, x, ldx, W, y, ldy);
+    return;
+  }
+  // Split N (whole 16-column panels) when there are enough panels to go round, since then
+  // every thread packs a disjoint part of W. Otherwise split M in whole 6-row panels; each
+  // thread then packs all of (the small) W.
+  const int64_t npanels = (N + kNR - 1) / kNR, mpanels = (M + kMR - 1) / kMR;
+  const bool split_n = npanels >= 4 * nt || npanels >= mpanels;
+  pool.run_on_all([&](int t, int n) {
+    if (split_n) {
+      const int64_t b = npanels * t / n * kNR, e = std::min(N, npanels * (t + 1) / n * kNR);
+      if (b < e) gemm_packed_range<WT>(0, M, b, e, K, x, ldx, W, y, ldy);
+    } else {
+      const int64_t b = mpanels * t / n * kMR, e = std::min(M, mpanels * (t + 1) / n * kMR);
+      if (b < e) gemm_packed_range<WT>(b, e, 0, N, K, x, ldx, W, y, ldy);
+    }
+  });
+}
+
+template <DType WT>
+void gemm_avx2(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx,
+               const void* W, float* y, int64_t ldy) {
+  if (M <= kGemvMaxM) gemv_avx2<WT>(pool, M, N, K, x, ldx, W, y, ldy);
+  else gemm_packed<WT>(pool, M, N, K, x, ldx, W, y, ldy);
+}
+#endif  // TAIPAN_GEMM_X86
+
+}  // namespace
+
+void gemm(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx,
+          const void* W, DType wdt, float* y, int64_t ldy) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {  // empty sum
+    for (int64_t m = 0; m < M; m++) std::fill(y + m * ldy, y + m * ldy + N, 0.0f);
+    return;
+  }
+#if TAIPAN_GEMM_X86
+  if (use_avx2()) {
+    switch (wdt) {
+      case DType::F16: gemm_avx2<DType::F16>(pool, M, N, K, x, ldx, W, y, ldy); return;
+      case DType::BF16: gemm_avx2<DType::BF16>(pool, M, N, K, x, ldx, W, y, ldy); return;
+      default: gemm_avx2<DType::F32>(pool, M, N, K, x, ldx, W, y, ldy); return;
+    }
+  }
+#endif
+  gemm_portable(pool, M, N, K, x, ldx, W, wdt, y, ldy);
+}
+
+}  // namespace taipan::cpu

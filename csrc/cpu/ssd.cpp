@@ -1,0 +1,602 @@
+// The Mamba-2 selective state space scan (SSD) on the CPU.
+//
+// Per head h (group g = h / (H/G)) the model defines the recurrence
+//     S_t = exp(dt_t A) S_{t-1} + dt_t x_t B_t^T        S: [P, N]
+//     y_t = S_t C_t + D x_t
+// ssd_step runs it literally, one token per sequence (decode). ssd_scan (prefill) computes the
+// same thing with the chunked SSD algorithm: the sequence is cut into chunks of Q tokens and,
+// writing cs_l for the cumulative sum of dt*A inside a chunk (restarting at every chunk),
+//     y_l = sum_{s<=l} (C_l . B_s) exp(cs_l - cs_s) dt_s x_s      1. intra-chunk (diagonal block)
+//         + exp(cs_l) C_l . S_in                                   4. inter-chunk output
+//     S_out = exp(cs_last) S_in                                    3. state passing
+//           + sum_s exp(cs_last - cs_s) dt_s x_s B_s^T              2. chunk state
+// Each step is a small dense matrix product, which the CPU runs far faster than the
+// token-by-token recurrence (it is bound by streaming the state, not by arithmetic).
+//
+// Layout of the work:
+//  * Phase 1, parallel over (sequence, group, chunk): C B^T for the chunk (shared by all the
+//    heads of the group) and B^T packed for step 2.
+//  * Phase 2, parallel over (sequence, head): walk the chunks in order, carrying the state.
+//    The state is kept transposed (St: [N, P]) while scanning so that every product reads
+//    its right-hand operand as contiguous rows.
+// Long sequences are processed in windows of chunks so phase 1's scratch stays bounded.
+//
+// All matrix products go through one routine, gemm(), whose AVX2 form is a register-blocked
+// 6 x 16 FMA micro-kernel: c = beta*c + diag(row_scale) * A*B, where A is read by
+// broadcasting single elements through arbitrary strides (so C, B^T and the decay matrix are
+// used in place) and B is row-major with a row length padded to a multiple of 8.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TAIPAN_SSD_X86 1
+#endif
+
+namespace taipan::cpu {
+namespace {
+
+// ---- Small helpers --------------------------------------------------------------------------
+
+constexpr int64_t kMR = 6;  // rows of the micro-kernel tile (the decay matrix is built to match)
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// softplus in fp32, identity above 20 (the model's contract, as in mamba_ssm).
+inline float softplus_f(float v) { return v > 20.f ? v : std::log1p(std::exp(v)); }
+
+// 64-byte aligned float scratch, uninitialised (allocated once per call, never per token).
+struct Buf {
+  float* p = nullptr;
+  Buf() = default;
+  explicit Buf(int64_t n) {
+    size_t bytes = size_t(round_up(std::max<int64_t>(n, 16) * 4, 64));
+    p = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (!p) throw std::bad_alloc();
+  }
+  ~Buf() { std::free(p); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  Buf(Buf&& o) noexcept : p(o.p) { o.p = nullptr; }
+  Buf& operator=(Buf&& o) noexcept {
+    std::swap(p, o.p);
+    return *this;
+  }
+};
+
+// Ask for the cache lines holding n floats at p ahead of their use.
+inline void prefetch(const float* p, int64_t n, bool for_write) {
+#if defined(__GNUC__) || defined(__clang__)
+  const char* c = reinterpret_cast<const char*>(p);
+  const int64_t bytes = n * int64_t(sizeof(float));
+  for (int64_t off = 0; off < bytes + 63; off += 64) {
+    const char* a = c + std::min(off, bytes - 1);
+    if (for_write)
+      __builtin_prefetch(a, 1, 3);
+    else
+      __builtin_prefetch(a, 0, 3);
+  }
+#else
+  (void)p, (void)n, (void)for_write;
+#endif
+}
+
+// Run fn(task) for task in [0, n) on every thread of the pool, handing tasks out one at a
+// time: chunks and heads are equal-sized, but a busy machine makes threads run unevenly.
+template <class Fn>
+void for_each_task(ThreadPool& pool, int64_t n, const Fn& fn) {
+  if (n <= 0) return;
+  if (n == 1 || pool.size() == 1) {
+    for (int64_t i = 0; i < n; i++) fn(i, 0);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  pool.run_on_all([&](int thread, int) {
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) fn(i, thread);
+  });
+}
+
+// Which part of a product is needed (lets the triangular products skip dead work).
+enum class Tri {
+  kFull,
+  kCausalA,  // A is lower triangular: row i of A is zero beyond column i (zero-filled up to
+             // the end of its kMR-row panel), so row panel i0 only sums k < i0 + rows.
+  kLowerC,   // only c[i, j] with j <= i is wanted; tiles wholly above the diagonal are skipped.
+};
+
+// ---- Portable kernels -----------------------------------------------------------------------
+
+// c[i, j] = beta * c[i, j] + rs[i] * sum_k a[i*rsa + k*csa] * b[k*ldb + j], i < m, j < n.
+// beta == 0 means c is not read. rs == nullptr means no row scale.
+void gemm_portable(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa, int64_t csa,
+                   const float* b, int64_t ldb, float* c, int64_t ldc, float beta,
+                   const float* rs, Tri tri) {
+  std::vector<float> acc(size_t(std::max<int64_t>(n, 1)));
+  for (int64_t i = 0; i < m; i++) {
+    int64_t ki = tri == Tri::kCausalA ? std::min(K, i + 1) : K;
+    int64_t ni = tri == Tri::kLowerC ? std::min(n, i + 1) : n;
+    std::fill(acc.begin(), acc.begin() + ni, 0.f);
+    for (int64_t k = 0; k < ki; k++) {
+      float aik = a[i * rsa + k * csa];
+      const float* bk = b + k * ldb;
+      for (int64_t j = 0; j < ni; j++) acc[j] += aik * bk[j];
+    }
+    float s = rs ? rs[i] : 1.f;
+    float* ci = c + i * ldc;
+    if (beta == 0.f)
+      for (int64_t j = 0; j < ni; j++) ci[j] = s * acc[j];
+    else
+      for (int64_t j = 0; j < ni; j++) ci[j] = beta * ci[j] + s * acc[j];
+  }
+}
+
+// The intra-chunk matrix for one head: M[l, s] = (C_l . B_s) exp(min(cs_l - cs_s, 0)) dt_s for
+// s <= l, zero for l < s < end of l's kMR-row panel (what Tri::kCausalA reads).
+void build_decay_matrix_portable(int64_t Lc, const float* cs, const float* dt, const float* cb,
+                                 int64_t ldcb, float* M, int64_t ldm) {
+  for (int64_t l = 0; l < Lc; l++) {
+    const float* cbl = cb + l * ldcb;
+    float* ml = M + l * ldm;
+    for (int64_t s = 0; s <= l; s++) ml[s] = cbl[s] * std::exp(std::min(cs[l] - cs[s], 0.f)) * dt[s];
+    int64_t end = std::min(Lc, (l / kMR + 1) * kMR);
+    for (int64_t s = l + 1; s < end; s++) ml[s] = 0.f;
+  }
+}
+
+void chunk_decays_portable(int64_t Lc, const float* cs, const float* dt, float* e, float* w) {
+  const float last = cs[Lc - 1];
+  for (int64_t s = 0; s < Lc; s++) {
+    e[s] = std::exp(std::min(cs[s], 0.f));
+    w[s] = dt[s] * std::exp(std::min(last - cs[s], 0.f));
+  }
+}
+
+// ---- AVX2 + FMA kernels ---------------------------------------------------------------------
+#ifdef TAIPAN_SSD_X86
+
+// One MR x (8*NV) tile of gemm(): accumulators stay in registers for the whole k loop; each
+// step loads NV vectors of a row of B and broadcasts MR elements of A.
+template <int MR, int NV>
+__attribute__((target("avx2,fma"))) void tile_avx2(int64_t K, const float* a, int64_t rsa,
+                                                   int64_t csa, const float* b, int64_t ldb,
+                                                   float* c, int64_t ldc, float beta,
+                                                   const float* rs) {
+  __m256 acc[MR][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) acc[i][v] = _mm256_setzero_ps();
+  const float* ar[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; i++) ar[i] = a + i * rsa;
+  int64_t ak = 0;
+  for (int64_t k = 0; k < K; k++, ak += csa, b += ldb) {
+    __m256 bv[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+      __m256 av = _mm256_broadcast_ss(ar[i] + ak);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; v++) acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
+    }
+  }
+  const __m256 vbeta = _mm256_set1_ps(beta);
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; i++) {
+    const __m256 s = _mm256_set1_ps(rs ? rs[i] : 1.f);
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) {
+      float* cp = c + i * ldc + 8 * v;
+      __m256 r = _mm256_mul_ps(acc[i][v], s);
+      if (beta != 0.f) r = _mm256_fmadd_ps(vbeta, _mm256_loadu_ps(cp), r);
+      _mm256_storeu_ps(cp, r);
+    }
+  }
+}
+
+using TileFn = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*,
+                        int64_t, float, const float*);
+const TileFn kTiles[kMR + 1][3] = {
+    {nullptr, nullptr, nullptr},
+    {nullptr, tile_avx2<1, 1>, tile_avx2<1, 2>},
+    {nullptr, tile_avx2<2, 1>, tile_avx2<2, 2>},
+    {nullptr, tile_avx2<3, 1>, tile_avx2<3, 2>},
+    {nullptr, tile_avx2<4, 1>, tile_avx2<4, 2>},
+    {nullptr, tile_avx2<5, 1>, tile_avx2<5, 2>},
+    {nullptr, tile_avx2<6, 1>, tile_avx2<6, 2>},
+};
+
+// Same contract as gemm_portable, with n a multiple of 8 (rows of B and c padded).
+// Column panels outermost: a 16-wide panel of B (K x 16) stays in L1 while the row panels of
+// A stream past it.
+void gemm_avx2(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa, int64_t csa,
+               const float* b, int64_t ldb, float* c, int64_t ldc, float beta, const float* rs,
+               Tri tri) {
+  for (int64_t j0 = 0; j0 < n; j0 += 16) {
+    int nv = n - j0 >= 16 ? 2 : 1;
+    // kLowerC: row panels lying wholly above column j0 need nothing from this column panel.
+    int64_t i_first = tri == Tri::kLowerC ? j0 / kMR * kMR : 0;
+    for (int64_t i0 = i_first; i0 < m; i0 += kMR) {
+      int mr = int(std::min(kMR, m - i0));
+      int64_t ki = tri == Tri::kCausalA ? std::min(K, i0 + mr) : K;
+      kTiles[mr][nv](ki, a + i0 * rsa, rsa, csa, b + j0, ldb, c + i0 * ldc + j0, ldc, beta,
+                     rs ? rs + i0 : nullptr);
+    }
+  }
+}
+
+// exp(x) for x <= 0 (decay factors): Cody-Waite range reduction to r in [-ln2/2, ln2/2], a
+// degree-6 polynomial (rel. error ~1 ulp), then scaling by 2^n. Inputs below -87 give 0, so
+// no denormals reach the products.
+__attribute__((target("avx2,fma"))) inline __m256 exp_neg_avx2(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.0f);
+  const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_max_ps(x, lo);
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+// The AVX2 form of the intra-chunk matrix. Exponentials dominate building it, so away from
+// the diagonal each decay is split at a token r between s and l (r = the row panel's first
+// token rounded down to a multiple of 8):
+//     exp(cs_l - cs_s) = exp(cs_l - cs_r) * exp(cs_r - cs_s)      for s < r <= l.
+// Both factors are <= 1, so this is as stable as the direct form (a factor that underflows
+// to 0 means the product is below fp32 range too), and it needs one exponential per token
+// and panel plus one per row instead of one per element. Within 8 tokens of the diagonal
+// the decay is computed directly as exp(min(cs_l - cs_s, 0)).
+__attribute__((target("avx2,fma"))) void build_decay_matrix_avx2(int64_t Lc, const float* cs,
+                                                                 const float* dt,
+                                                                 const float* cb, int64_t ldcb,
+                                                                 float* M, int64_t ldm,
+                                                                 float* u) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t i0 = 0; i0 < Lc; i0 += kMR) {
+    const int64_t i1 = std::min(Lc, i0 + kMR), r = i0 / 8 * 8;
+    const __m256 csr = _mm256_set1_ps(cs[r]);
+    // u_s = dt_s exp(cs_r - cs_s) for s < r, shared by the panel's rows.
+    for (int64_t s = 0; s < r; s += 8) {
+      __m256 d = _mm256_min_ps(_mm256_sub_ps(csr, _mm256_loadu_ps(cs + s)), zero);
+      _mm256_storeu_ps(u + s, _mm256_mul_ps(_mm256_loadu_ps(dt + s), exp_neg_avx2(d)));
+    }
+    // f_l = exp(cs_l - cs_r) for the panel's rows (cs is padded, so 8 lanes can be read).
+    alignas(32) float f[8];
+    _mm256_store_ps(f, exp_neg_avx2(_mm256_min_ps(_mm256_sub_ps(_mm256_loadu_ps(cs + i0), csr), zero)));
+    for (int64_t l = i0; l < i1; l++) {
+      const float* cbl = cb + l * ldcb;
+      float* ml = M + l * ldm;
+      const __m256 fl = _mm256_set1_ps(f[l - i0]);
+      for (int64_t s = 0; s < r; s += 8)
+        _mm256_storeu_ps(ml + s, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(cbl + s), _mm256_loadu_ps(u + s)), fl));
+      // Near the diagonal: whole vectors from r up to and including column l, the last one
+      // masked to s <= l. cs, dt and the cb rows are padded to a multiple of 8, so the reads
+      // past l stay in bounds (masked lanes may hold garbage; the mask clears them).
+      const __m256 csl = _mm256_set1_ps(cs[l]);
+      int64_t s = r;
+      for (; s <= l; s += 8) {
+        __m256 d = _mm256_min_ps(_mm256_sub_ps(csl, _mm256_loadu_ps(cs + s)), zero);
+        __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(cbl + s), exp_neg_avx2(d)),
+                                 _mm256_loadu_ps(dt + s));
+        __m256i idx = _mm256_add_epi32(lane, _mm256_set1_epi32(int(s)));
+        __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(l + 1)), idx));
+        _mm256_storeu_ps(ml + s, _mm256_and_ps(v, keep));
+      }
+      for (; s < i1; s++) ml[s] = 0.f;  // the rest of the panel (read by Tri::kCausalA)
+    }
+  }
+}
+
+// e_s = exp(min(cs_s, 0)) and w_s = dt_s exp(min(cs_last - cs_s, 0)); arrays padded to 8.
+__attribute__((target("avx2,fma"))) void chunk_decays_avx2(int64_t Lc, const float* cs,
+                                                           const float* dt, float* e, float* w) {
+  const __m256 zero = _mm256_setzero_ps(), last = _mm256_set1_ps(cs[Lc - 1]);
+  for (int64_t s = 0; s < Lc; s += 8) {
+    __m256 c = _mm256_loadu_ps(cs + s);
+    _mm256_storeu_ps(e + s, exp_neg_avx2(_mm256_min_ps(c, zero)));
+    _mm256_storeu_ps(w + s, _mm256_mul_ps(_mm256_loadu_ps(dt + s),
+                                          exp_neg_avx2(_mm256_min_ps(_mm256_sub_ps(last, c), zero))));
+  }
+}
+
+__attribute__((target("avx2,fma"))) inline float hsum_avx2(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// Decode for one (sequence, head): S = a S + (dt x) B^T and y = S C + D x in one pass over
+// the state, four rows at a time so the four dot products overlap.
+__attribute__((target("avx2,fma"))) void step_head_avx2(int64_t P, int64_t N, float a, float dt,
+                                                        float Dh, const float* x,
+                                                        const float* Bv, const float* Cv,
+                                                        float* S, float* y) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t N8 = N / 8 * 8;
+  int64_t p = 0;
+  for (; p + 4 <= P; p += 4) {
+    float* r0 = S + p * N;
+    float dx[4] = {dt * x[p], dt * x[p + 1], dt * x[p + 2], dt * x[p + 3]};
+    __m256 vdx[4], acc[4];
+    for (int i = 0; i < 4; i++) vdx[i] = _mm256_set1_ps(dx[i]), acc[i] = _mm256_setzero_ps();
+    for (int64_t n = 0; n < N8; n += 8) {
+      __m256 b = _mm256_loadu_ps(Bv + n), cc = _mm256_loadu_ps(Cv + n);
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; i++) {
+        float* sp = r0 + i * N + n;
+        __m256 s = _mm256_fmadd_ps(vdx[i], b, _mm256_mul_ps(va, _mm256_loadu_ps(sp)));
+        _mm256_storeu_ps(sp, s);
+        acc[i] = _mm256_fmadd_ps(s, cc, acc[i]);
+      }
+    }
+    for (int i = 0; i < 4; i++) {
+      float sum = hsum_avx2(acc[i]);
+      float* ri = r0 + i * N;
+      for (int64_t n = N8; n < N; n++) {
+        ri[n] = a * ri[n] + dx[i] * Bv[n];
+        sum += ri[n] * Cv[n];
+      }
+      y[p + i] = sum + Dh * x[p + i];
+    }
+  }
+  for (; p < P; p++) {
+    float* r = S + p * N;
+    float dx = dt * x[p];
+    __m256 vdx = _mm256_set1_ps(dx), acc = _mm256_setzero_ps();
+    for (int64_t n = 0; n < N8; n += 8) {
+      __m256 s = _mm256_fmadd_ps(vdx, _mm256_loadu_ps(Bv + n), _mm256_mul_ps(va, _mm256_loadu_ps(r + n)));
+      _mm256_storeu_ps(r + n, s);
+      acc = _mm256_fmadd_ps(s, _mm256_loadu_ps(Cv + n), acc);
+    }
+    float sum = hsum_avx2(acc);
+    for (int64_t n = N8; n < N; n++) {
+      r[n] = a * r[n] + dx * Bv[n];
+      sum += r[n] * Cv[n];
+    }
+    y[p] = sum + Dh * x[p];
+  }
+}
+#endif  // TAIPAN_SSD_X86
+
+void step_head_portable(int64_t P, int64_t N, float a, float dt, float Dh, const float* x,
+                        const float* Bv, const float* Cv, float* S, float* y) {
+  for (int64_t p = 0; p < P; p++) {
+    float* r = S + p * N;
+    float dx = dt * x[p], sum = 0.f;
+    for (int64_t n = 0; n < N; n++) {
+      r[n] = a * r[n] + dx * Bv[n];
+      sum += r[n] * Cv[n];
+    }
+    y[p] = sum + Dh * x[p];
+  }
+}
+
+// ---- Dispatch between the two paths ---------------------------------------------------------
+
+struct Kernels {
+  bool avx2;
+  void gemm(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa, int64_t csa,
+            const float* b, int64_t ldb, float* c, int64_t ldc, float beta, const float* rs,
+            Tri tri) const {
+#ifdef TAIPAN_SSD_X86
+    if (avx2) return gemm_avx2(m, n, K, a, rsa, csa, b, ldb, c, ldc, beta, rs, tri);
+#endif
+    gemm_portable(m, n, K, a, rsa, csa, b, ldb, c, ldc, beta, rs, tri);
+  }
+  // u: scratch of round_up(Lc, 8) floats.
+  void build_decay_matrix(int64_t Lc, const float* cs, const float* dt, const float* cb,
+                          int64_t ldcb, float* M, int64_t ldm, float* u) const {
+#ifdef TAIPAN_SSD_X86
+    if (avx2) return build_decay_matrix_avx2(Lc, cs, dt, cb, ldcb, M, ldm, u);
+#endif
+    (void)u;
+    build_decay_matrix_portable(Lc, cs, dt, cb, ldcb, M, ldm);
+  }
+  // e and w: round_up(Lc, 8) floats; cs and dt padded likewise.
+  void chunk_decays(int64_t Lc, const float* cs, const float* dt, float* e, float* w) const {
+#ifdef TAIPAN_SSD_X86
+    if (avx2) return chunk_decays_avx2(Lc, cs, dt, e, w);
+#endif
+    chunk_decays_portable(Lc, cs, dt, e, w);
+  }
+  void step_head(int64_t P, int64_t N, float a, float dt, float Dh, const float* x,
+                 const float* Bv, const float* Cv, float* S, float* y) const {
+#ifdef TAIPAN_SSD_X86
+    if (avx2) return step_head_avx2(P, N, a, dt, Dh, x, Bv, Cv, S, y);
+#endif
+    step_head_portable(P, N, a, dt, Dh, x, Bv, Cv, S, y);
+  }
+};
+
+}  // namespace
+
+// ---- ssd_scan: the chunked algorithm --------------------------------------------------------
+
+void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx,
+              const float* Bm, int64_t ldb, const float* Cm, int64_t ldc, const float* dt_raw,
+              int64_t lddt, const float* dt_bias, const float* A_log, const float* D,
+              const float* state_in, float* y, float* state_out) {
+  const Kernels k{use_avx2()};
+  const int64_t Bn = dims.B, L = dims.L, H = dims.H, P = dims.P, G = dims.G, N = dims.N;
+  if (Bn <= 0 || H <= 0 || P <= 0 || N <= 0) return;
+  if (L <= 0) {  // no tokens: the state passes through unchanged
+    for (int64_t i = 0; i < Bn * H * P * N; i++) state_out[i] = state_in ? state_in[i] : 0.f;
+    return;
+  }
+  const int64_t Q = std::min(std::max<int64_t>(dims.chunk, 1), L);  // tokens per chunk
+  const int64_t nchunks = (L + Q - 1) / Q;
+  const int64_t heads_per_group = H / G;
+  const int64_t ldq = round_up(Q, 8);  // row length of C B^T, B^T and the decay matrix
+  const int64_t Pp = round_up(P, 8);   // row length of the packed x, y and the state
+
+  // Windows of chunks bound phase 1's scratch (C B^T is Q x Q per sequence, group and chunk)
+  // to about 16 MiB however long the sequence.
+  const int64_t per_chunk = Q * ldq + N * ldq;  // C B^T and B^T
+  const int64_t window =
+      std::clamp<int64_t>((int64_t(4) << 20) / std::max<int64_t>(1, Bn * G * per_chunk), 1, nchunks);
+  Buf shared(Bn * G * window * per_chunk);
+
+  // Per-thread scratch for phase 2.
+  const int nthreads = pool.size();
+  struct Scratch {
+    Buf xc, xw, M, St, Y, dt, cs, e, w, u;
+  };
+  std::vector<Scratch> scratch(static_cast<size_t>(nthreads));
+  for (auto& s : scratch) {
+    s.xc = Buf(Q * Pp), s.xw = Buf(Q * Pp), s.M = Buf(Q * ldq), s.St = Buf(N * Pp);
+    s.Y = Buf(Q * Pp), s.dt = Buf(ldq + 8), s.cs = Buf(ldq + 8), s.e = Buf(ldq), s.w = Buf(ldq);
+    s.u = Buf(ldq);
+  }
+
+  for (int64_t c0 = 0; c0 < nchunks; c0 += window) {
+    const int64_t nc = std::min(window, nchunks - c0);
+
+    // Phase 1: per (sequence, group, chunk), pack B^T [N, Q] and compute C B^T [Q, Q] (only
+    // its lower triangle is ever used). Every head of the group reuses both.
+    for_each_task(pool, Bn * G * nc, [&](int64_t task, int) {
+      const int64_t b = task / (G * nc), g = task / nc % G, c = c0 + task % nc;
+      const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
+      float* cb = shared.p + task * per_chunk;
+      float* bt = cb + Q * ldq;
+      const float* Bc = Bm + r0 * ldb + g * N;
+      for (int64_t s0 = 0; s0 < Lc; s0 += 8) {  // transpose in 8-token strips
+        int64_t s1 = std::min(s0 + 8, Lc);
+        for (int64_t n = 0; n < N; n++)
+          for (int64_t s = s0; s < s1; s++) bt[n * ldq + s] = Bc[s * ldb + n];
+      }
+      for (int64_t n = 0; n < N; n++)
+        for (int64_t s = Lc; s < Lp; s++) bt[n * ldq + s] = 0.f;
+      k.gemm(Lc, Lp, N, Cm + r0 * ldc + g * N, ldc, 1, bt, ldq, cb, ldq, 0.f, nullptr,
+             Tri::kLowerC);
+    });
+
+    // Phase 2: per (sequence, head), walk this window's chunks in order.
+    for_each_task(pool, Bn * H, [&](int64_t task, int thread) {
+      const int64_t b = task / H, h = task % H, g = h / heads_per_group;
+      Scratch& sc = scratch[size_t(thread)];
+      float *xc = sc.xc.p, *xw = sc.xw.p, *M = sc.M.p, *St = sc.St.p, *Y = sc.Y.p;
+      float *dt = sc.dt.p, *cs = sc.cs.p, *e = sc.e.p, *w = sc.w.p, *u = sc.u.p;
+      const float A = -std::exp(A_log[h]);
+      const float Dh = D[h];
+
+      // Load the carried state, transposed to [N, Pp]. After the first window it lives in
+      // state_out (which may be state_in itself: each task only touches its own slice).
+      const float* src = c0 == 0 ? state_in : state_out;
+      bool state_zero = src == nullptr;
+      if (!state_zero) {
+        const float* S = src + (b * H + h) * P * N;
+        for (int64_t n = 0; n < N; n++) {
+          for (int64_t p = 0; p < P; p++) St[n * Pp + p] = S[p * N + n];
+          for (int64_t p = P; p < Pp; p++) St[n * Pp + p] = 0.f;
+        }
+      }
+
+      for (int64_t c = c0; c < c0 + nc; c++) {
+        const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
+        const float* cb = shared.p + ((b * G + g) * nc + (c - c0)) * per_chunk;
+        const float* bt = cb + Q * ldq;
+
+        // dt and the chunk's cumulative sum of dt*A, in fp32, restarting at 0 each chunk.
+        // Differences of cumsums are only taken inside a chunk, so they stay small and exact
+        // enough (a global cumsum would lose precision; see NOTES.md, Mamba-2 traps).
+        float run = 0.f;
+        for (int64_t s = 0; s < Lc; s++) {
+          dt[s] = softplus_f(dt_raw[(r0 + s) * lddt + h] + dt_bias[h]);
+          run += dt[s] * A;
+          cs[s] = run;
+        }
+        for (int64_t s = Lc; s < Lp + 8; s++) dt[s] = 0.f, cs[s] = run;  // padding for SIMD reads
+        const float cs_last = cs[Lc - 1];
+        // e_s: decay from the chunk start to s; w_s: dt_s times the decay from s to the end.
+        k.chunk_decays(Lc, cs, dt, e, w);
+
+        // x of this head, packed to [Lc, Pp]; the w-weighted copy feeds the chunk state.
+        // This head's slice of a row is a few cache lines in a long row, which the hardware
+        // prefetcher does not follow, so ask for the rows 8 ahead and for the next chunk's.
+        const bool has_next = c + 1 < nchunks;
+        const int64_t Lnext = has_next ? std::min(Q, L - (c + 1) * Q) : 0;
+        for (int64_t s = 0; s < Lc; s++) {
+          const float* xs = x + (r0 + s) * ldx + h * P;
+          if (s + 8 < Lc) prefetch(xs + 8 * ldx, P, false);
+          if (s < Lnext) prefetch(xs + Q * ldx, P, false);
+          for (int64_t p = 0; p < P; p++) xc[s * Pp + p] = xs[p], xw[s * Pp + p] = w[s] * xs[p];
+          for (int64_t p = P; p < Pp; p++) xc[s * Pp + p] = 0.f, xw[s * Pp + p] = 0.f;
+        }
+
+        // Step 4 (inter-chunk output): what the state entering the chunk contributes,
+        //   Y[l, :] = exp(cs_l) * C_l . St.  Skipped while the state is known to be zero.
+        const float* Cc = Cm + r0 * ldc + g * N;
+        if (state_zero)
+          std::memset(Y, 0, size_t(Lc * Pp) * sizeof(float));
+        else
+          k.gemm(Lc, Pp, N, Cc, ldc, 1, St, Pp, Y, Pp, 0.f, e, Tri::kFull);
+
+        // Step 1 (intra-chunk, the diagonal block): tokens of the chunk acting on later tokens
+        // of the same chunk, as a masked attention-like product Y += (CB^T o decay o dt) X.
+        k.build_decay_matrix(Lc, cs, dt, cb, ldq, M, ldq, u);
+        k.gemm(Lc, Pp, Lc, M, ldq, 1, xc, Pp, Y, Pp, 1.f, nullptr, Tri::kCausalA);
+
+        // Steps 2 and 3 (chunk state, state passing): the state leaving the chunk is the
+        // entering state decayed over the whole chunk plus the chunk's own contributions,
+        //   St = exp(cs_last) St + B^T (w o X).   (beta = 0 ignores a zero state.)
+        k.gemm(N, Pp, Lc, bt, ldq, 1, xw, Pp, St, Pp,
+               state_zero ? 0.f : std::exp(std::min(cs_last, 0.f)), nullptr, Tri::kFull);
+        state_zero = false;
+
+        // Output rows, with the skip connection D x (prefetching rows as for x).
+        for (int64_t l = 0; l < Lc; l++) {
+          float* yl = y + (r0 + l) * (H * P) + h * P;
+          if (l + 8 < Lc) prefetch(yl + 8 * H * P, P, true);
+          if (l < Lnext) prefetch(yl + Q * H * P, P, true);
+          for (int64_t p = 0; p < P; p++) yl[p] = Y[l * Pp + p] + Dh * xc[l * Pp + p];
+        }
+      }
+
+      float* S = state_out + (b * H + h) * P * N;
+      for (int64_t p = 0; p < P; p++)
+        for (int64_t n = 0; n < N; n++) S[p * N + n] = St[n * Pp + p];
+    });
+  }
+}
+
+// ---- ssd_step: the recurrence, one token per sequence ---------------------------------------
+
+void ssd_step(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx,
+              const float* Bm, int64_t ldb, const float* Cm, int64_t ldc, const float* dt_raw,
+              int64_t lddt, const float* dt_bias, const float* A_log, const float* D,
+              float* state, float* y) {
+  const Kernels k{use_avx2()};
+  const int64_t H = dims.H, P = dims.P, N = dims.N, heads_per_group = dims.H / dims.G;
+  // One (sequence, head) is 4*P*N bytes of state (32 KiB for P=64, N=128): enough work to be
+  // worth a task, and each thread's share stays in its own cache from token to token.
+  pool.parallel_for(dims.B * H, [&](int64_t begin, int64_t end, int) {
+    for (int64_t t = begin; t < end; t++) {
+      const int64_t b = t / H, h = t % H, g = h / heads_per_group;
+      const float dt = softplus_f(dt_raw[b * lddt + h] + dt_bias[h]);
+      const float a = std::exp(dt * -std::exp(A_log[h]));
+      k.step_head(P, N, a, dt, D[h], x + b * ldx + h * P, Bm + b * ldb + g * N,
+                  Cm + b * ldc + g * N, state + t * P * N, y + b * H * P + h * P);
+    }
+  });
+}
+
+}  // namespace taipan::cpu

@@ -1,0 +1,125 @@
+// The CUDA backend's kernels: raw-pointer launch functions (plain C++, no CUDA types).
+//
+// They mirror csrc/cpu/kernels.h (same argument order and semantics, strides included) with
+// the CUDA backend's storage types (MODEL.md section 10):
+//   - activations between ops and the large weight matrices: bf16, stored as uint16_t;
+//   - the residual stream r: fp32;
+//   - small weights (norm weights, conv weight and bias, dt_bias, A_log, D): fp32, converted
+//     at load as on the CPU backend;
+//   - conv and SSM states: fp32; every reduction and accumulation: fp32.
+// All pointers are device pointers on the current device; `stream` (a cudaStream_t, nullptr =
+// legacy default stream) is last. Every launcher is asynchronous, never allocates and never
+// synchronises, so a decode step can be captured into a CUDA graph. Sizes of 0 are no-ops.
+// Launchers check only what they need to pick a code path (alignment, supported maxima) and
+// throw CudaError for unsupported arguments; shapes and pointers are the caller's job (see the
+// "Assumes" lines). Built without CUDA, every function throws (cuda/cuda_stub.cpp).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "../csrc/dtype.h"
+
+namespace taipan::cuda {
+
+// ---- GEMM (gemm.cu) -------------------------------------------------------------------------
+// y[m, n] (+)= sum_k x[m, k] * W[n, k] for m < M, n < N; fp32 accumulation.
+// x: bf16, row m at x + m*ldx. W: bf16 [N, K] contiguous (nn.Linear layout).
+// y: row m at y + m*ldy, of type ydt: DType::BF16 (uint16_t, rounded RNE) or DType::F32.
+// accumulate = true (F32 only) adds to y instead of overwriting it (fuses a residual add).
+// Paths: M <= kGemmSmallM uses a bandwidth-bound kernel (reads W once per 8 rows of x);
+// larger M uses the tensor-core kernel (mma.sync m16n8k16 bf16, 128x128x32 tiles, cp.async
+// 3-stage pipeline). Both need K % 8 == 0, ldx % 8 == 0 and 16-byte aligned x and W; other
+// shapes take a slow but general fallback kernel.
+// Assumes: y does not overlap x or W; M, N < 2^31; K < 2^31.
+constexpr int64_t kGemmSmallM = 16;
+void gemm(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx, const uint16_t* W,
+          void* y, int64_t ldy, DType ydt, bool accumulate, void* stream);
+// The individual paths, for benchmarks and tests (same contract as gemm; each falls back to
+// the general kernel when its alignment needs are not met). gemm_small_m accepts any M.
+void gemm_tensor_core(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
+                      const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate,
+                      void* stream);
+void gemm_small_m(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
+                  const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate,
+                  void* stream);
+// The general kernel (no alignment needs; slow): a reference for tests.
+void gemm_reference(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
+                    const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate,
+                    void* stream);
+
+// ---- Embedding (embedding.cu) ---------------------------------------------------------------
+// out[i, :] = E[ids[i], :] as fp32 (the residual stream). E: [rows, d] contiguous in edt
+// (BF16, F16 or F32). ids: int32 on the device, bounds-checked by the caller.
+// out: [n, d] contiguous fp32.
+void embedding(const int32_t* ids, int64_t n, const void* E, DType edt, int64_t d, float* out,
+               void* stream);
+
+// ---- Norms (norm.cu) ------------------------------------------------------------------------
+// If delta != nullptr: r += delta (the residual add, in fp32; delta is bf16). Then
+// out = bf16(r * rsqrt(mean(r^2) + eps) * w). r: fp32 [M, d] contiguous, updated in place;
+// delta: bf16 [M, d] contiguous; w: fp32 [d]; out: bf16 [M, d] contiguous.
+// Assumes: out does not alias r or delta.
+void rmsnorm(int64_t M, int64_t d, float* r, const uint16_t* delta, const float* w, float eps,
+             uint16_t* out, void* stream);
+// Same norm without the residual update and with fp32 output (e.g. the SAL mix needs x in fp32):
+// out = r * rsqrt(mean(r^2) + eps) * w; r, out fp32 [M, d] contiguous.
+void rmsnorm_f32(int64_t M, int64_t d, const float* r, const float* w, float eps, float* out,
+                 void* stream);
+// out[m, :] = bf16(rms_g(y[m, :] * silu(z[m, :])) * w), RMS over each of G groups of d/G
+// contiguous channels. y: bf16 [M, d] contiguous; z: bf16, row m at z + m*ldz; w: fp32 [d];
+// out: bf16 [M, d] contiguous (may alias y).
+// Assumes: d % G == 0.
+void gated_rmsnorm(int64_t M, int64_t d, int64_t G, const uint16_t* y, const uint16_t* z,
+                   int64_t ldz, const float* w, float eps, uint16_t* out, void* stream);
+
+// ---- Causal depthwise conv1d + SiLU (conv.cu) -----------------------------------------------
+// For each sequence b < B, token t < L, channel c < C:
+//   out[b,t,c] = silu(bias[c] + sum_k w[c,k] * in(t - (K-1) + k, c))
+// where in(s, c) = x[(b*L + s)*ldx + c] for s >= 0 and state_in[b, c, K-1+s] for s < 0
+// (zeros when state_in is null). x: bf16; w: fp32 [C, K]; bias: fp32 [C];
+// state_in/state_out: fp32 [B, C, K-1], the last K-1 raw inputs, oldest first (state_out may
+// alias state_in; state_out may be null). out: bf16 [B, L, C] contiguous.
+// Assumes: 2 <= K <= 8 (throws otherwise); out does not overlap x or the states.
+void conv1d_silu(int64_t B, int64_t L, int64_t C, int64_t K, const uint16_t* x, int64_t ldx,
+                 const float* w, const float* bias, const float* state_in, uint16_t* out,
+                 float* state_out, void* stream);
+// One new token per sequence: x row b at x + b*ldx (bf16); state fp32 [B, C, K-1] updated in
+// place; out bf16 [B, C] contiguous. Assumes: 2 <= K <= 8.
+void conv1d_update(int64_t B, int64_t C, int64_t K, const uint16_t* x, int64_t ldx,
+                   const float* w, const float* bias, float* state, uint16_t* out, void* stream);
+
+// ---- SSD: the Mamba-2 selective state space scan (ssd.cu) -----------------------------------
+struct SsdDims {
+  int64_t B;      // sequences
+  int64_t L;      // tokens per sequence
+  int64_t H;      // heads
+  int64_t P;      // head dim
+  int64_t G;      // groups (head h uses group h / (H / G))
+  int64_t N;      // state dim
+  int64_t chunk;  // chunk length for the chunked algorithm (256 by default)
+};
+// Token (b, t) is row b*L + t. x: bf16, H*P values at x + row*ldx (head-major h*P + p).
+// Bm, Cm: bf16, G*N values at Bm + row*ldb, Cm + row*ldc (group-major g*N + n).
+// dt_raw: bf16, H values at dt_raw + row*lddt. dt = softplus(dt_raw + dt_bias) (identity
+// above 20), A = -exp(A_log); dt_bias, A_log, D: fp32 [H]. Recurrence per head h:
+//   S_t = exp(dt_t*A) S_{t-1} + dt_t x_t B_t^T,   y_t = S_t C_t + D x_t.
+// state_in/state_out: fp32 [B, H, P, N] (state_in null = zeros; state_out may alias
+// state_in; state_out may be null). y: bf16 [B*L, H*P] contiguous.
+// ssd_scan is the chunked SSD algorithm, five kernels: chunk cumsum (fp32 cumsum of dt*A
+// restarting every chunk), chunk states, state passing, C.B^T per chunk, chunk scan (decays
+// exp(min(cs_l - cs_s, 0))). It needs ssd_scan_workspace_bytes(dims) bytes of device
+// workspace (256-byte aligned, contents ignored, not used after the call's kernels finish).
+// Assumes: H % G == 0; 1 <= chunk <= 1024; B <= 65535; y does not overlap the inputs.
+size_t ssd_scan_workspace_bytes(const SsdDims& dims);
+void ssd_scan(const SsdDims& dims, const uint16_t* x, int64_t ldx, const uint16_t* Bm,
+              int64_t ldb, const uint16_t* Cm, int64_t ldc, const uint16_t* dt_raw, int64_t lddt,
+              const float* dt_bias, const float* A_log, const float* D, const float* state_in,
+              uint16_t* y, float* state_out, void* workspace, void* stream);
+// One token per sequence (dims.L must be 1): state fp32 [B, H, P, N] updated in place;
+// y bf16 [B, H*P] contiguous. Assumes: H % G == 0; B <= 65535; H <= 65535.
+void ssd_step(const SsdDims& dims, const uint16_t* x, int64_t ldx, const uint16_t* Bm,
+              int64_t ldb, const uint16_t* Cm, int64_t ldc, const uint16_t* dt_raw, int64_t lddt,
+              const float* dt_bias, const float* A_log, const float* D, float* state, uint16_t* y,
+              void* stream);
+
+}  // namespace taipan::cuda

@@ -1,0 +1,541 @@
+// config.json parsing: three spellings in, one normalized and fully resolved ModelConfig out.
+//   ours       MODEL.md section 2: d_model, n_layer, ssm {...}, sal {...}, optional layer_types
+//   mamba_ssm  state-spaces/mamba2-*: d_model, n_layer, ssm_cfg {...}, tie_embeddings
+//   HF         transformers Mamba2Config: hidden_size, num_hidden_layers, state_size, head_dim, ...
+// Each spelling keeps its own library's defaults for missing keys (they differ: e.g. the vocab pad
+// multiple is 8 in mamba_ssm, 1 in transformers), so a config means what its author's library meant.
+// Errors name the key as the file spells it.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export interface SsmConfig {
+  d_state: number;
+  d_conv: number;
+  expand: number;
+  headdim: number;
+  ngroups: number;
+  chunk_size: number;
+}
+
+export interface SalConfig {
+  n_heads: number;
+  head_dim: number;
+  window: number;
+  d_ff: number;
+  kv: 'all' | 'selected';
+  mix: 'residual' | 'normalized';
+  rope: { theta: number } | null;
+  capacity: number;
+}
+
+export type LayerType = 'mamba2' | 'sal' | 'attention';
+
+export interface ModelConfig {
+  model_type: 'taipan' | 'mamba2' | 'transformer' | 'jamba';
+  d_model: number;
+  n_layer: number;
+  vocab_size: number;
+  pad_vocab_size_multiple: number;
+  tie_embeddings: boolean;
+  norm_eps: number;
+  /** Always resolved, length n_layer. */
+  layer_types: LayerType[];
+  sal_every?: number;
+  ssm: SsmConfig;
+  sal?: SalConfig;
+  // derived (MODEL.md section 2)
+  vocab_padded: number;
+  d_inner: number;
+  nheads: number;
+  conv_dim: number;
+  d_in_proj: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  /** The offending key as spelled in the source, when there is one. */
+  readonly key: string | undefined;
+  constructor(message: string, key?: string) {
+    super(message);
+    this.key = key;
+  }
+}
+
+export const MAMBA2_SSM_DEFAULTS: Readonly<SsmConfig> = {
+  d_state: 128,
+  d_conv: 4,
+  expand: 2,
+  headdim: 64,
+  ngroups: 1,
+  chunk_size: 256,
+};
+
+const SAL_DEFAULTS = { window: 2048, kv: 'all', mix: 'residual', capacity: 0.15, rope_theta: 10000 } as const;
+const MODEL_TYPES = ['taipan', 'mamba2', 'transformer', 'jamba'] as const;
+const LAYER_TYPES: readonly LayerType[] = ['mamba2', 'sal', 'attention'];
+
+const show = (v: unknown): string => (v === undefined ? 'nothing' : JSON.stringify(v));
+
+/** Typed access to one JSON object; every failure names `prefix + key` and the source. */
+class Fields {
+  constructor(
+    readonly obj: Record<string, unknown>,
+    readonly prefix: string,
+    readonly source: string,
+  ) {}
+
+  fail(key: string, msg: string): never {
+    const full = this.prefix + key;
+    throw new ConfigError(`${this.source}: "${full}" ${msg}`, full);
+  }
+
+  /** JSON null counts as absent: transformers writes null for unset options. */
+  get(key: string): unknown {
+    const v = this.obj[key];
+    return v === null ? undefined : v;
+  }
+
+  has(key: string): boolean {
+    return this.get(key) !== undefined;
+  }
+
+  posInt(key: string, def?: number): number {
+    const v = this.get(key);
+    if (v === undefined) {
+      if (def === undefined) this.fail(key, 'is required');
+      return def;
+    }
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) this.fail(key, `must be a positive integer, got ${show(v)}`);
+    return v;
+  }
+
+  posNum(key: string, def: number): number {
+    const v = this.get(key);
+    if (v === undefined) return def;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) this.fail(key, `must be a positive number, got ${show(v)}`);
+    return v;
+  }
+
+  bool(key: string, def: boolean): boolean {
+    const v = this.get(key);
+    if (v === undefined) return def;
+    if (typeof v !== 'boolean') this.fail(key, `must be true or false, got ${show(v)}`);
+    return v;
+  }
+
+  oneOf<T extends string>(key: string, allowed: readonly T[], def: T): T {
+    const v = this.get(key);
+    if (v === undefined) return def;
+    if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+      this.fail(key, `must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${show(v)}`);
+    }
+    return v as T;
+  }
+
+  sub(key: string): Fields | undefined {
+    const v = this.get(key);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'object' || Array.isArray(v)) this.fail(key, `must be an object, got ${show(v)}`);
+    return new Fields(v as Record<string, unknown>, `${this.prefix}${key}.`, this.source);
+  }
+
+  /** Reject an option whose present value means an architecture we do not implement. */
+  require(key: string, ok: (v: unknown) => boolean, why: string): void {
+    const v = this.get(key);
+    if (v !== undefined && !ok(v)) this.fail(key, `= ${show(v)} is not supported: ${why}`);
+  }
+}
+
+// Shared by every spelling once the keys have been mapped to ours.
+interface Raw {
+  model_type: 'taipan' | 'mamba2';
+  d_model: number;
+  n_layer: number | undefined;
+  vocab_size: number;
+  pad_vocab_size_multiple: number;
+  tie_embeddings: boolean;
+  norm_eps: number;
+  ssm: SsmConfig;
+  sal: SalConfig | undefined;
+  sal_every: number | undefined;
+  layer_types: LayerType[] | undefined;
+  // key spellings for error messages about derived quantities
+  keys: { n_layer: string; headdim: string; ngroups: string; expand: string; d_model: string };
+}
+
+function parseSsm(f: Fields | undefined, defaults: SsmConfig, names: Record<keyof SsmConfig, string>): SsmConfig {
+  const out = { ...defaults };
+  if (f) for (const k of Object.keys(defaults) as (keyof SsmConfig)[]) out[k] = f.posInt(names[k], defaults[k]);
+  return out;
+}
+
+/** Options of mamba_ssm's Mamba2 mixer that would change the math away from MODEL.md section 5. */
+function rejectMambaSsmOptions(f: Fields, d_inner: number): void {
+  f.require('layer', (v) => v === 'Mamba2', 'only Mamba-2 mixers are supported (Mamba-1 is not)');
+  f.require('dt_rank', () => false, 'dt_rank belongs to Mamba-1 mixers, which are not supported');
+  // d_ssm < d_inner would send only part of the channels through the SSM.
+  f.require('d_ssm', (v) => v === d_inner, `must be unset or equal to d_inner = ${d_inner}`);
+  f.require('rmsnorm', (v) => v === true, 'the gated RMSNorm is always applied');
+  f.require('norm_before_gate', (v) => v === false, 'the gate is applied before the norm');
+  f.require('D_has_hdim', (v) => v === false, 'D is one scalar per head');
+  f.require('bias', (v) => v === false, 'in_proj/out_proj have no bias');
+  f.require('conv_bias', (v) => v === true, 'conv1d always has a bias');
+  f.require('activation', (v) => v === 'silu' || v === 'swish', 'the conv activation is SiLU');
+}
+
+const IDENTITY_SSM_NAMES: Record<keyof SsmConfig, string> = {
+  d_state: 'd_state', d_conv: 'd_conv', expand: 'expand', headdim: 'headdim', ngroups: 'ngroups', chunk_size: 'chunk_size',
+};
+
+function parseSal(f: Fields, d_model: number): SalConfig {
+  const n_heads = f.posInt('n_heads');
+  // Llama convention when head_dim is omitted: the heads split d_model.
+  const head_dim = f.has('head_dim') || d_model % n_heads !== 0 ? f.posInt('head_dim') : d_model / n_heads;
+  const window = f.posInt('window', SAL_DEFAULTS.window);
+  const d_ff = f.posInt('d_ff');
+  const kv = f.oneOf('kv', ['all', 'selected'] as const, SAL_DEFAULTS.kv);
+  const mix = f.oneOf('mix', ['residual', 'normalized'] as const, SAL_DEFAULTS.mix);
+  let rope: { theta: number } | null = null;
+  const r = f.get('rope');
+  if (r !== undefined && r !== false) {
+    const rf = f.sub('rope')!;
+    rope = { theta: rf.posNum('theta', SAL_DEFAULTS.rope_theta) };
+  }
+  const c = f.get('capacity');
+  let capacity: number = SAL_DEFAULTS.capacity;
+  if (c !== undefined) {
+    if (typeof c !== 'number' || !(c > 0 && c <= 1)) f.fail('capacity', `must be a number in (0, 1], got ${show(c)}`);
+    capacity = c;
+  }
+  return { n_heads, head_dim, window, d_ff, kv, mix, rope, capacity };
+}
+
+function parseLayerTypes(f: Fields): LayerType[] | undefined {
+  const v = f.get('layer_types');
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v)) f.fail('layer_types', `must be an array of ${LAYER_TYPES.join('/')}, got ${show(v)}`);
+  return v.map((t: unknown, i: number) => {
+    if (typeof t !== 'string' || !(LAYER_TYPES as readonly string[]).includes(t)) {
+      f.fail('layer_types', `entry ${i} is ${show(t)}, expected one of ${LAYER_TYPES.map((x) => JSON.stringify(x)).join(', ')}`);
+    }
+    return t as LayerType;
+  });
+}
+
+function notYet(f: Fields, key: string, what: string): never {
+  f.fail(key, `is ${show(f.get(key))}: ${what} is not supported yet (only "taipan" and "mamba2" models load)`);
+}
+
+/** Ours and mamba_ssm's: the same top-level names, `ssm` vs `ssm_cfg`. */
+function fromOursOrMambaSsm(f: Fields): Raw {
+  const mambaSsm = f.has('ssm_cfg');
+  if (mambaSsm && f.has('ssm')) f.fail('ssm_cfg', 'and "ssm" are both present; use one');
+  const mt = f.get('model_type');
+  let model_type: 'taipan' | 'mamba2';
+  if (mt === undefined) model_type = f.has('sal') || f.has('sal_every') ? 'taipan' : 'mamba2';
+  else if (mt === 'taipan' || mt === 'mamba2') model_type = mt;
+  else if (mt === 'transformer' || mt === 'jamba') notYet(f, 'model_type', `model_type "${mt}"`);
+  else f.fail('model_type', `must be one of ${MODEL_TYPES.map((m) => JSON.stringify(m)).join(', ')}, got ${show(mt)}`);
+
+  if (mambaSsm) {
+    // mamba_ssm MixerModel options with no counterpart here.
+    f.require('d_intermediate', (v) => v === 0, 'an MLP after every mixer is not part of the Mamba-2 model');
+    f.require('attn_layer_idx', (v) => Array.isArray(v) && v.length === 0, 'mamba_ssm attention layers are not supported yet');
+  }
+  f.require('rms_norm', (v) => v === true, 'every norm is an RMSNorm');
+  const d_model = f.posInt('d_model');
+  const ssmKey = mambaSsm ? 'ssm_cfg' : 'ssm';
+  const ssmFields = f.sub(ssmKey);
+  const ssm = parseSsm(ssmFields, MAMBA2_SSM_DEFAULTS, IDENTITY_SSM_NAMES);
+  if (ssmFields) rejectMambaSsmOptions(ssmFields, ssm.expand * d_model);
+  const sal = f.sub('sal');
+  return {
+    model_type,
+    d_model,
+    n_layer: f.has('n_layer') || !f.has('layer_types') ? f.posInt('n_layer') : undefined,
+    vocab_size: f.posInt('vocab_size'),
+    // mamba_ssm's MambaConfig pads to 8 by default; our own examples and presets use 16.
+    pad_vocab_size_multiple: f.posInt('pad_vocab_size_multiple', mambaSsm ? 8 : 16),
+    tie_embeddings: f.bool('tie_embeddings', true),
+    norm_eps: f.posNum('norm_eps', 1e-5),
+    ssm,
+    sal: sal ? parseSal(sal, d_model) : undefined,
+    sal_every: model_type === 'taipan' && f.has('sal_every') ? f.posInt('sal_every') : undefined,
+    layer_types: parseLayerTypes(f),
+    keys: {
+      n_layer: 'n_layer',
+      d_model: 'd_model',
+      headdim: `${ssmKey}.headdim`,
+      ngroups: `${ssmKey}.ngroups`,
+      expand: `${ssmKey}.expand`,
+    },
+  };
+}
+
+/** transformers' Mamba2Config names and defaults. */
+function fromHf(f: Fields): Raw {
+  const mt = f.get('model_type');
+  if (mt === 'mamba') f.fail('model_type', 'is "mamba": Mamba-1 models are not supported, only Mamba-2');
+  if (mt !== undefined && mt !== 'mamba2') notYet(f, 'model_type', `model_type ${show(mt)}`);
+  f.require('use_bias', (v) => v === false, 'in_proj/out_proj have no bias');
+  f.require('use_conv_bias', (v) => v === true, 'conv1d always has a bias');
+  f.require('hidden_act', (v) => v === 'silu' || v === 'swish', 'the conv activation is SiLU');
+  const d_model = f.posInt('hidden_size');
+  const ssm = parseSsm(
+    f,
+    // transformers' default n_groups is 8, mamba_ssm's 1.
+    { ...MAMBA2_SSM_DEFAULTS, ngroups: 8 },
+    { d_state: 'state_size', d_conv: 'conv_kernel', expand: 'expand', headdim: 'head_dim', ngroups: 'n_groups', chunk_size: 'chunk_size' },
+  );
+  // transformers writes norm_before_gate: true but its Mamba2 gates before the norm regardless, so
+  // that key is not checked. intermediate_size and num_heads are redundant; they must agree.
+  const d_inner = ssm.expand * d_model;
+  if (f.has('intermediate_size') && f.posInt('intermediate_size') !== d_inner) {
+    f.fail('intermediate_size', `is ${show(f.get('intermediate_size'))}, but expand * hidden_size = ${d_inner}`);
+  }
+  if (f.has('num_heads')) {
+    const nh = f.posInt('num_heads');
+    if (nh * ssm.headdim !== d_inner) {
+      f.fail('num_heads', `is ${nh}, but expand * hidden_size / head_dim = ${d_inner} / ${ssm.headdim} = ${d_inner / ssm.headdim}`);
+    }
+  }
+  return {
+    model_type: 'mamba2',
+    d_model,
+    n_layer: f.posInt('num_hidden_layers'),
+    vocab_size: f.posInt('vocab_size'),
+    pad_vocab_size_multiple: f.posInt('pad_vocab_size_multiple', 1),
+    tie_embeddings: f.bool('tie_word_embeddings', false),
+    norm_eps: f.posNum('layer_norm_epsilon', 1e-5),
+    ssm,
+    sal: undefined,
+    sal_every: undefined,
+    layer_types: undefined,
+    keys: { n_layer: 'num_hidden_layers', d_model: 'hidden_size', headdim: 'head_dim', ngroups: 'n_groups', expand: 'expand' },
+  };
+}
+
+function resolve(raw: Raw, f: Fields): ModelConfig {
+  const { d_model, ssm, keys } = raw;
+
+  // Layer pattern: explicit wins; Taipan is [mamba2 x sal_every, sal] repeated; Mamba-2 is all mamba2.
+  let layer_types: LayerType[];
+  let n_layer: number;
+  if (raw.layer_types) {
+    layer_types = raw.layer_types;
+    n_layer = raw.n_layer ?? layer_types.length;
+    if (layer_types.length !== n_layer) f.fail('layer_types', `has ${layer_types.length} entries but ${keys.n_layer} is ${n_layer}`);
+  } else if (raw.model_type === 'taipan') {
+    if (raw.sal_every === undefined) f.fail('sal_every', 'is required for model_type "taipan" unless layer_types is given');
+    n_layer = raw.n_layer!;
+    const period = raw.sal_every + 1;
+    if (n_layer % period !== 0) {
+      f.fail(keys.n_layer, `is ${n_layer}, not a multiple of sal_every + 1 = ${period} (the pattern is ${raw.sal_every} mamba2 then 1 sal); give layer_types for other patterns`);
+    }
+    layer_types = Array.from({ length: n_layer }, (_, i) => ((i + 1) % period === 0 ? 'sal' : 'mamba2'));
+  } else {
+    n_layer = raw.n_layer!;
+    layer_types = new Array<LayerType>(n_layer).fill('mamba2');
+  }
+  if (n_layer === 0) f.fail(keys.n_layer, 'must be a positive integer, got 0');
+  const attn = layer_types.indexOf('attention');
+  if (attn >= 0) f.fail('layer_types', `entry ${attn} is "attention": attention layers are not supported yet`);
+  if (raw.model_type === 'taipan' && !raw.sal) f.fail('sal', 'is required for model_type "taipan"');
+  if (layer_types.includes('sal') && !raw.sal) f.fail('sal', 'is required because layer_types contains "sal" layers');
+
+  const d_inner = ssm.expand * d_model;
+  if (d_inner % ssm.headdim !== 0) {
+    f.fail(keys.headdim, `is ${ssm.headdim}, which does not divide d_inner = ${keys.expand} * ${keys.d_model} = ${d_inner}`);
+  }
+  const nheads = d_inner / ssm.headdim;
+  if (nheads % ssm.ngroups !== 0) {
+    f.fail(keys.ngroups, `is ${ssm.ngroups}, which does not divide the number of SSM heads d_inner / headdim = ${nheads}`);
+  }
+  const gn = 2 * ssm.ngroups * ssm.d_state;
+  const m = raw.pad_vocab_size_multiple;
+
+  const cfg: ModelConfig = {
+    model_type: raw.model_type,
+    d_model,
+    n_layer,
+    vocab_size: raw.vocab_size,
+    pad_vocab_size_multiple: m,
+    tie_embeddings: raw.tie_embeddings,
+    norm_eps: raw.norm_eps,
+    layer_types,
+    ssm,
+    vocab_padded: Math.ceil(raw.vocab_size / m) * m,
+    d_inner,
+    nheads,
+    conv_dim: d_inner + gn,
+    d_in_proj: 2 * d_inner + gn + nheads,
+  };
+  if (raw.sal_every !== undefined) cfg.sal_every = raw.sal_every;
+  if (raw.sal) cfg.sal = raw.sal;
+  return cfg;
+}
+
+/** Normalize and validate a parsed config.json. `source` (a path) prefixes error messages. */
+export function parseConfig(json: unknown, source = 'config'): ModelConfig {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new ConfigError(`${source}: config must be a JSON object, got ${Array.isArray(json) ? 'an array' : show(json)}`);
+  }
+  const f = new Fields(json as Record<string, unknown>, '', source);
+  const hf = f.has('hidden_size') || f.has('num_hidden_layers');
+  return resolve(hf ? fromHf(f) : fromOursOrMambaSsm(f), f);
+}
+
+/** Read DIR/config.json (or the given .json file). */
+export function loadConfig(dir: string): ModelConfig {
+  const file = dir.endsWith('.json') ? dir : path.join(dir, 'config.json');
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`${file}: cannot read config: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = parsePythonJson(text);
+  } catch (e) {
+    throw new ConfigError(`${file}: not valid JSON: ${(e as Error).message}`);
+  }
+  return parseConfig(json, file);
+}
+
+/**
+ * JSON.parse that also takes the bare NaN / Infinity / -Infinity tokens Python's json module
+ * writes (transformers configs contain e.g. "time_step_limit": [0.0, Infinity]).
+ */
+export function parsePythonJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (first) {
+    let out = '';
+    let i = 0;
+    while (i < text.length) {
+      const c = text[i]!;
+      if (c === '"') {
+        // Copy a string literal untouched, honouring backslash escapes.
+        let j = i + 1;
+        while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+        out += text.slice(i, j + 1);
+        i = j + 1;
+      } else if (text.startsWith('Infinity', i)) {
+        out += '1e999'; // parses to Infinity
+        i += 8;
+      } else if (text.startsWith('NaN', i)) {
+        out += 'null';
+        i += 3;
+      } else {
+        out += c;
+        i++;
+      }
+    }
+    try {
+      return JSON.parse(out);
+    } catch {
+      throw first;
+    }
+  }
+}
+
+function defaultLayerTypes(cfg: ModelConfig): LayerType[] | undefined {
+  if (cfg.model_type === 'mamba2') return new Array<LayerType>(cfg.n_layer).fill('mamba2');
+  if (cfg.model_type === 'taipan' && cfg.sal_every !== undefined && cfg.n_layer % (cfg.sal_every + 1) === 0) {
+    const p = cfg.sal_every + 1;
+    return Array.from({ length: cfg.n_layer }, (_, i) => ((i + 1) % p === 0 ? 'sal' : 'mamba2'));
+  }
+  return undefined;
+}
+
+/** Our canonical config.json (MODEL.md section 2); parseConfig of it gives `cfg` back. */
+export function configToJson(cfg: ModelConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = { model_type: cfg.model_type, d_model: cfg.d_model, n_layer: cfg.n_layer };
+  if (cfg.model_type === 'taipan' && cfg.sal_every !== undefined) out['sal_every'] = cfg.sal_every;
+  Object.assign(out, {
+    vocab_size: cfg.vocab_size,
+    pad_vocab_size_multiple: cfg.pad_vocab_size_multiple,
+    tie_embeddings: cfg.tie_embeddings,
+    norm_eps: cfg.norm_eps,
+    ssm: { ...cfg.ssm },
+  });
+  if (cfg.sal) out['sal'] = { ...cfg.sal, rope: cfg.sal.rope ? { ...cfg.sal.rope } : null };
+  // layer_types only when the default pattern would not reproduce it.
+  const def = defaultLayerTypes(cfg);
+  if (!def || def.some((t, i) => t !== cfg.layer_types[i])) out['layer_types'] = [...cfg.layer_types];
+  return out;
+}
+
+/** Parameter count; a tied embedding counts once. */
+export function countParameters(cfg: ModelConfig): number {
+  const d = cfg.d_model;
+  const emb = cfg.vocab_padded * d;
+  let total = emb + d /* norm_f */ + (cfg.tie_embeddings ? 0 : emb);
+  const mamba =
+    d + // norm
+    cfg.d_in_proj * d +
+    cfg.conv_dim * cfg.ssm.d_conv + cfg.conv_dim + // conv1d weight and bias
+    3 * cfg.nheads + // dt_bias, A_log, D
+    cfg.d_inner + // gated norm
+    d * cfg.d_inner; // out_proj
+  for (const t of cfg.layer_types) {
+    if (t === 'mamba2') total += mamba;
+    else if (t === 'sal') {
+      const s = cfg.sal!;
+      const hd = s.n_heads * s.head_dim;
+      total += d + (2 * d + 2) + 4 * d * hd + d + 3 * s.d_ff * d; // norm, gate, q/k/v/o, norm2, fc1 + fc2
+    } else throw new ConfigError(`countParameters: layer type "${t}" is not supported yet`);
+  }
+  return total;
+}
+
+// ---- presets (MODEL.md section 8) ----
+
+function taipanJson(d: number, n_layer: number, n_heads: number, d_ff: number): Record<string, unknown> {
+  return {
+    model_type: 'taipan', d_model: d, n_layer, sal_every: 6, vocab_size: 128256, pad_vocab_size_multiple: 16,
+    tie_embeddings: true, norm_eps: 1e-5, ssm: { ...MAMBA2_SSM_DEFAULTS },
+    sal: { n_heads, head_dim: 64, window: 2048, d_ff, kv: 'all', mix: 'residual', rope: null, capacity: 0.15 },
+  };
+}
+
+function mamba2Json(d: number, n_layer: number, vocab_size: number): Record<string, unknown> {
+  return {
+    model_type: 'mamba2', d_model: d, n_layer, vocab_size, pad_vocab_size_multiple: 16,
+    tie_embeddings: true, norm_eps: 1e-5, ssm: { ...MAMBA2_SSM_DEFAULTS },
+  };
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null) {
+    for (const x of Object.values(v)) deepFreeze(x);
+    Object.freeze(v);
+  }
+  return v;
+}
+
+const PRESET_JSON: Record<string, Record<string, unknown>> = {
+  'taipan-190m': taipanJson(768, 21, 12, 2048),
+  'taipan-450m': taipanJson(1024, 42, 16, 2816),
+  'taipan-1.3b': taipanJson(2048, 35, 32, 5504),
+  // The official state-spaces checkpoints (GPT-NeoX tokenizer).
+  'mamba2-130m': mamba2Json(768, 24, 50277),
+  'mamba2-1.3b': mamba2Json(2048, 48, 50277),
+  // Pure Mamba-2 baselines at the Taipan sizes, same vocabulary as Taipan.
+  'mamba2-190m': mamba2Json(768, 24, 128256),
+  'mamba2-450m': mamba2Json(1024, 48, 128256),
+  'mamba2-1.3b-taipan': mamba2Json(2048, 40, 128256),
+};
+
+/** Frozen; use getPreset for a copy you may modify. */
+export const PRESETS: Record<string, ModelConfig> = Object.fromEntries(
+  Object.entries(PRESET_JSON).map(([name, j]) => [name, deepFreeze(parseConfig(j, `preset ${name}`))]),
+);
+
+export function getPreset(name: string): ModelConfig {
+  const p = PRESETS[name];
+  if (!p) throw new ConfigError(`unknown preset "${name}"; known: ${Object.keys(PRESETS).join(', ')}`);
+  return parseConfig(configToJson(p), `preset ${name}`);
+}

@@ -1,0 +1,30 @@
+// taipan: run Taipan and Mamba-2 language models from Node.js.
+export { getBackendInfo, resolveBackend, setThreads, getThreads, type BackendName, type BackendInfo } from './backend.js';
+export { addon, type NativeTensor, type NativeStream, type DeviceName } from './native.js';
+export { Ops } from './ops.js';
+export {
+  parseConfig,
+  loadConfig,
+  configToJson,
+  countParameters,
+  getPreset,
+  PRESETS,
+  ConfigError,
+  type ModelConfig,
+  type SsmConfig,
+  type SalConfig,
+  type LayerType,
+} from './config.js';
+export { openCheckpoint, writeSafetensors, SafetensorsFile, SafetensorsError, type TensorSource } from './safetensors.js';
+export { WeightLoader, CheckpointError, type WeightDType } from './weights.js';
+export { Mamba2Block, Mamba2State } from './layers/mamba2_block.js';
+export {
+  CausalLM,
+  SequenceState,
+  argmax,
+  type LoadOptions,
+  type PrefillOptions,
+  type PrefillResult,
+} from './models/causal_lm.js';
+export { Mamba2Model } from './models/mamba2.js';
+export { createRandomModel, randomWeights, Rng, type RandomModelOptions } from './models/random.js';
