@@ -1,0 +1,145 @@
+// The CPU benchmark behind `taipan bench` and `npm run bench`: prefill and decode tokens/s of
+// a Mamba-2 model on seeded random weights (no download).
+//
+// The model is written once to a cache directory and reused. Timings are wall clock around
+// awaited calls (the work runs off the JavaScript thread on the CPU pool); each figure is the
+// median of `repeats` runs after one warm-up run.
+import { existsSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { getBackendInfo, setThreads } from '../backend.js';
+import { countParameters, getPreset } from '../config.js';
+import { Mamba2Model } from '../models/mamba2.js';
+import { createRandomModel } from '../models/random.js';
+
+export interface CpuBenchOptions {
+  preset?: string;
+  threads?: number;
+  prompts?: number[];
+  decodeTokens?: number;
+  repeats?: number;
+  dtypes?: ('f32' | 'bf16' | 'f16')[];
+  cacheDir?: string;
+  log?: (line: string) => void;
+}
+
+export interface CpuBenchRow {
+  weights: string;
+  test: string;
+  tokensPerSecond: number;
+  msPerToken: number;
+}
+
+export interface CpuBenchResult {
+  date: string;
+  preset: string;
+  parameters: number;
+  threads: number;
+  cpu: string;
+  path: string;
+  repeats: number;
+  rows: CpuBenchRow[];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function time(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBenchResult> {
+  const preset = o.preset ?? 'mamba2-130m';
+  const threads = setThreads(o.threads ?? 2);
+  const prompts = o.prompts ?? [512, 2048];
+  const decodeTokens = o.decodeTokens ?? 64;
+  const repeats = Math.max(1, o.repeats ?? 3);
+  const dtypes = o.dtypes ?? ['f32', 'bf16'];
+  const log = o.log ?? (() => {});
+  const cfg = getPreset(preset);
+  const dir = join(o.cacheDir ?? join(tmpdir(), 'taipan-bench'), `${preset}-f32-seed0`);
+  if (!existsSync(join(dir, 'model.safetensors'))) {
+    log(`writing a random ${preset} checkpoint to ${dir} ...`);
+    createRandomModel(cfg, dir, { seed: 0, dtype: 'f32' });
+  }
+  const randomIds = (n: number, seed: number): number[] => {
+    let s = seed;
+    return Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % cfg.vocab_size);
+  };
+  const info = getBackendInfo();
+  const parameters = countParameters(cfg);
+  log(
+    `${preset}: ${(parameters / 1e6).toFixed(1)}M parameters, d ${cfg.d_model}, ${cfg.n_layer} layers, vocab ${cfg.vocab_padded}; ` +
+      `CPU ${cpus()[0]?.model ?? '?'} (${info.cpu.path}), ${threads} threads`,
+  );
+  const rows: CpuBenchRow[] = [];
+  const record = (weights: string, test: string, tokens: number, seconds: number) => {
+    rows.push({ weights, test, tokensPerSecond: tokens / seconds, msPerToken: (seconds * 1000) / tokens });
+    log(`  ${weights} ${test}: ${(tokens / seconds).toFixed(1)} tok/s`);
+  };
+
+  for (const dtype of dtypes) {
+    // Weights are converted at load, so f32 and bf16 runs read the same random model.
+    const model = await Mamba2Model.load(dir, { backend: 'cpu', weightDtype: dtype });
+    try {
+      for (const L of prompts) {
+        const ids = randomIds(L, L);
+        const runs: number[] = [];
+        for (let r = 0; r <= repeats; r++) {
+          const s = model.createState();
+          const t = await time(() => model.prefill(ids, { states: [s] }));
+          s.dispose();
+          if (r > 0) runs.push(t); // the first run warms caches and the scratch buffers
+        }
+        record(dtype, `prefill ${L}`, L, median(runs));
+      }
+      // Decode after a short and after a long context: a Mamba-2 state does not grow, so the
+      // speed must not fall with the context length.
+      for (const ctx of [16, Math.max(...prompts)]) {
+        const runs: number[] = [];
+        for (let r = 0; r <= repeats; r++) {
+          const s = model.createState();
+          await model.prefill(randomIds(ctx, 7), { states: [s] });
+          let next = 1;
+          const t = await time(async () => {
+            for (let i = 0; i < decodeTokens; i++) {
+              const logits = await model.step([next], [s]);
+              next = (next * 7 + (logits[next]! > 0 ? 1 : 2)) % cfg.vocab_size; // depends on the output
+            }
+          });
+          s.dispose();
+          if (r > 0) runs.push(t);
+        }
+        record(dtype, `decode after ${ctx}`, decodeTokens, median(runs));
+      }
+    } finally {
+      model.dispose();
+    }
+  }
+  return {
+    date: new Date().toISOString(),
+    preset,
+    parameters,
+    threads,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    path: info.cpu.path,
+    repeats,
+    rows,
+  };
+}
+
+export function formatCpuBenchmark(r: CpuBenchResult): string {
+  const lines = [
+    `${r.preset} (${(r.parameters / 1e6).toFixed(1)}M), batch 1, ${r.threads} threads, ${r.cpu}, ${r.path} path, median of ${r.repeats}`,
+    '',
+    '| weights | test | tokens/s | ms/token |',
+    '|---|---|---:|---:|',
+    ...r.rows.map((x) => `| ${x.weights} | ${x.test} | ${x.tokensPerSecond.toFixed(1)} | ${x.msPerToken.toFixed(2)} |`),
+  ];
+  return lines.join('\n');
+}
