@@ -121,13 +121,16 @@ async function generate(args: string[]): Promise<number> {
     },
   });
   if (!values.model || !values.ids) throw new Error('generate needs --model DIR and --ids 1,2,3');
+  const prompt = ints(values.ids, '--ids');
+  const maxTokens = Number(values['max-tokens']);
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens must be a positive integer, got "${values['max-tokens']}"`);
   process.stderr.write(`loading ${values.model} ...\n`);
   const model = await Mamba2Model.load(values.model, {
     backend: values.backend as BackendName | undefined,
     threads: values.threads === undefined ? undefined : Number(values.threads),
   });
   try {
-    const out = await model.generateGreedy(ints(values.ids, '--ids'), { maxTokens: Number(values['max-tokens']) });
+    const out = await model.generateGreedy(prompt, { maxTokens });
     console.log(out.join(','));
   } finally {
     model.dispose();

@@ -104,11 +104,13 @@ void for_each_task(ThreadPool& pool, int64_t n, const Fn& fn) {
 }
 
 // Which part of a product is needed (lets the triangular products skip dead work).
+// row0 places the product's rows in the triangle: row i is row row0 + i of the chunk.
 enum class Tri {
   kFull,
-  kCausalA,  // A is lower triangular: row i of A is zero beyond column i (zero-filled up to
-             // the end of its kMR-row panel), so row panel i0 only sums k < i0 + rows.
-  kLowerC,   // only c[i, j] with j <= i is wanted; tiles wholly above the diagonal are skipped.
+  kCausalA,  // A is lower triangular: row i of A is zero beyond column row0 + i (zero-filled
+             // up to the end of its kMR-row panel), so a row panel only sums k up to its end.
+  kLowerC,   // only c[i, j] with j <= i is wanted; tiles wholly above the diagonal are skipped
+             // (row0 must be 0).
 };
 
 // ---- Portable kernels -----------------------------------------------------------------------
@@ -117,10 +119,10 @@ enum class Tri {
 // beta == 0 means c is not read. rs == nullptr means no row scale.
 void gemm_portable(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa, int64_t csa,
                    const float* b, int64_t ldb, float* c, int64_t ldc, float beta,
-                   const float* rs, Tri tri) {
+                   const float* rs, Tri tri, int64_t row0) {
   std::vector<float> acc(size_t(std::max<int64_t>(n, 1)));
   for (int64_t i = 0; i < m; i++) {
-    int64_t ki = tri == Tri::kCausalA ? std::min(K, i + 1) : K;
+    int64_t ki = tri == Tri::kCausalA ? std::min(K, row0 + i + 1) : K;
     int64_t ni = tri == Tri::kLowerC ? std::min(n, i + 1) : n;
     std::fill(acc.begin(), acc.begin() + ni, 0.f);
     for (int64_t k = 0; k < ki; k++) {
@@ -137,15 +139,17 @@ void gemm_portable(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa,
   }
 }
 
-// The intra-chunk matrix for one head: M[l, s] = (C_l . B_s) exp(min(cs_l - cs_s, 0)) dt_s for
-// s <= l, zero for l < s < end of l's kMR-row panel (what Tri::kCausalA reads).
-void build_decay_matrix_portable(int64_t Lc, const float* cs, const float* dt, const float* cb,
-                                 int64_t ldcb, float* M, int64_t ldm) {
-  for (int64_t l = 0; l < Lc; l++) {
+// Rows [l0, l1) of the intra-chunk matrix of one head (row l stored at M + (l - l0)*ldm):
+//   M[l, s] = (C_l . B_s) exp(min(cs_l - cs_s, 0)) dt_s   for s <= l,
+// and zero for l < s < the end of l's kMR-row panel (what Tri::kCausalA reads).
+// l0 is a multiple of kMR; l1 is too, or the chunk's length.
+void build_decay_matrix_portable(int64_t l0, int64_t l1, const float* cs, const float* dt,
+                                 const float* cb, int64_t ldcb, float* M, int64_t ldm) {
+  for (int64_t l = l0; l < l1; l++) {
     const float* cbl = cb + l * ldcb;
-    float* ml = M + l * ldm;
+    float* ml = M + (l - l0) * ldm;
     for (int64_t s = 0; s <= l; s++) ml[s] = cbl[s] * std::exp(std::min(cs[l] - cs[s], 0.f)) * dt[s];
-    int64_t end = std::min(Lc, (l / kMR + 1) * kMR);
+    int64_t end = std::min(l1, (l / kMR + 1) * kMR);
     for (int64_t s = l + 1; s < end; s++) ml[s] = 0.f;
   }
 }
@@ -219,14 +223,14 @@ const TileFn kTiles[kMR + 1][3] = {
 // A stream past it.
 void gemm_avx2(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa, int64_t csa,
                const float* b, int64_t ldb, float* c, int64_t ldc, float beta, const float* rs,
-               Tri tri) {
+               Tri tri, int64_t row0) {
   for (int64_t j0 = 0; j0 < n; j0 += 16) {
     int nv = n - j0 >= 16 ? 2 : 1;
     // kLowerC: row panels lying wholly above column j0 need nothing from this column panel.
     int64_t i_first = tri == Tri::kLowerC ? j0 / kMR * kMR : 0;
     for (int64_t i0 = i_first; i0 < m; i0 += kMR) {
       int mr = int(std::min(kMR, m - i0));
-      int64_t ki = tri == Tri::kCausalA ? std::min(K, i0 + mr) : K;
+      int64_t ki = tri == Tri::kCausalA ? std::min(K, row0 + i0 + mr) : K;
       kTiles[mr][nv](ki, a + i0 * rsa, rsa, csa, b + j0, ldb, c + i0 * ldc + j0, ldc, beta,
                      rs ? rs + i0 : nullptr);
     }
@@ -263,15 +267,16 @@ __attribute__((target("avx2,fma"))) inline __m256 exp_neg_avx2(__m256 x) {
 // to 0 means the product is below fp32 range too), and it needs one exponential per token
 // and panel plus one per row instead of one per element. Within 8 tokens of the diagonal
 // the decay is computed directly as exp(min(cs_l - cs_s, 0)).
-__attribute__((target("avx2,fma"))) void build_decay_matrix_avx2(int64_t Lc, const float* cs,
+__attribute__((target("avx2,fma"))) void build_decay_matrix_avx2(int64_t l0, int64_t l1,
+                                                                 const float* cs,
                                                                  const float* dt,
                                                                  const float* cb, int64_t ldcb,
                                                                  float* M, int64_t ldm,
                                                                  float* u) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256 zero = _mm256_setzero_ps();
-  for (int64_t i0 = 0; i0 < Lc; i0 += kMR) {
-    const int64_t i1 = std::min(Lc, i0 + kMR), r = i0 / 8 * 8;
+  for (int64_t i0 = l0; i0 < l1; i0 += kMR) {
+    const int64_t i1 = std::min(l1, i0 + kMR), r = i0 / 8 * 8;
     const __m256 csr = _mm256_set1_ps(cs[r]);
     // u_s = dt_s exp(cs_r - cs_s) for s < r, shared by the panel's rows.
     for (int64_t s = 0; s < r; s += 8) {
@@ -283,7 +288,7 @@ __attribute__((target("avx2,fma"))) void build_decay_matrix_avx2(int64_t Lc, con
     _mm256_store_ps(f, exp_neg_avx2(_mm256_min_ps(_mm256_sub_ps(_mm256_loadu_ps(cs + i0), csr), zero)));
     for (int64_t l = i0; l < i1; l++) {
       const float* cbl = cb + l * ldcb;
-      float* ml = M + l * ldm;
+      float* ml = M + (l - l0) * ldm;
       const __m256 fl = _mm256_set1_ps(f[l - i0]);
       for (int64_t s = 0; s < r; s += 8)
         _mm256_storeu_ps(ml + s, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(cbl + s), _mm256_loadu_ps(u + s)), fl));
@@ -302,6 +307,31 @@ __attribute__((target("avx2,fma"))) void build_decay_matrix_avx2(int64_t Lc, con
       }
       for (; s < i1; s++) ml[s] = 0.f;  // the rest of the panel (read by Tri::kCausalA)
     }
+  }
+}
+
+// out = softplus(v) for n values (padded to a multiple of 8), identity above 20. Below that,
+//   softplus(v) = max(v, 0) + log1p(exp(-|v|)),  log1p(t) = 2 atanh(t / (2 + t)),
+// the atanh series in z = t/(2+t) <= 1/3 summed to z^15 (truncation < 2e-8 relative).
+__attribute__((target("avx2,fma"))) void softplus_avx2(int64_t n, const float* v, float* out) {
+  const __m256 zero = _mm256_setzero_ps(), two = _mm256_set1_ps(2.f),
+               sign = _mm256_set1_ps(-0.f), big = _mm256_set1_ps(20.f);
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(v + i);
+    const __m256 t = exp_neg_avx2(_mm256_or_ps(x, sign));  // exp(-|x|)
+    const __m256 z = _mm256_div_ps(t, _mm256_add_ps(two, t));
+    const __m256 z2 = _mm256_mul_ps(z, z);
+    __m256 q = _mm256_set1_ps(1.f / 15);
+    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 13));
+    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 11));
+    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 9));
+    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 7));
+    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 5));
+    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 3));
+    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f));
+    const __m256 log1p_t = _mm256_mul_ps(_mm256_add_ps(z, z), q);
+    const __m256 r = _mm256_add_ps(_mm256_max_ps(x, zero), log1p_t);
+    _mm256_storeu_ps(out + i, _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, big, _CMP_GT_OQ)));
   }
 }
 
@@ -396,20 +426,27 @@ struct Kernels {
   bool avx2;
   void gemm(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa, int64_t csa,
             const float* b, int64_t ldb, float* c, int64_t ldc, float beta, const float* rs,
-            Tri tri) const {
+            Tri tri = Tri::kFull, int64_t row0 = 0) const {
 #ifdef TAIPAN_SSD_X86
-    if (avx2) return gemm_avx2(m, n, K, a, rsa, csa, b, ldb, c, ldc, beta, rs, tri);
+    if (avx2) return gemm_avx2(m, n, K, a, rsa, csa, b, ldb, c, ldc, beta, rs, tri, row0);
 #endif
-    gemm_portable(m, n, K, a, rsa, csa, b, ldb, c, ldc, beta, rs, tri);
+    gemm_portable(m, n, K, a, rsa, csa, b, ldb, c, ldc, beta, rs, tri, row0);
   }
-  // u: scratch of round_up(Lc, 8) floats.
-  void build_decay_matrix(int64_t Lc, const float* cs, const float* dt, const float* cb,
-                          int64_t ldcb, float* M, int64_t ldm, float* u) const {
+  // u: scratch of round_up(l1, 8) floats.
+  void build_decay_matrix(int64_t l0, int64_t l1, const float* cs, const float* dt,
+                          const float* cb, int64_t ldcb, float* M, int64_t ldm, float* u) const {
 #ifdef TAIPAN_SSD_X86
-    if (avx2) return build_decay_matrix_avx2(Lc, cs, dt, cb, ldcb, M, ldm, u);
+    if (avx2) return build_decay_matrix_avx2(l0, l1, cs, dt, cb, ldcb, M, ldm, u);
 #endif
     (void)u;
-    build_decay_matrix_portable(Lc, cs, dt, cb, ldcb, M, ldm);
+    build_decay_matrix_portable(l0, l1, cs, dt, cb, ldcb, M, ldm);
+  }
+  // n values, v and out padded to a multiple of 8.
+  void softplus(int64_t n, const float* v, float* out) const {
+#ifdef TAIPAN_SSD_X86
+    if (avx2) return softplus_avx2(n, v, out);
+#endif
+    for (int64_t i = 0; i < n; i++) out[i] = softplus_f(v[i]);
   }
   // e and w: round_up(Lc, 8) floats; cs and dt padded likewise.
   void chunk_decays(int64_t Lc, const float* cs, const float* dt, float* e, float* w) const {
@@ -446,32 +483,119 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
   const int64_t nchunks = (L + Q - 1) / Q;
   const int64_t heads_per_group = H / G;
   const int64_t ldq = round_up(Q, 8);  // row length of C B^T, B^T and the decay matrix
-  const int64_t Pp = round_up(P, 8);   // row length of the packed x, y and the state
+  const int64_t Pp = round_up(P, 8);   // row length of the packed x, of Y and of the state
+  // The intra-chunk matrix is built kRowBlock rows at a time, so it stays in L1/L2.
+  constexpr int64_t kRowBlock = 8 * kMR;
 
   // Windows of chunks bound phase 1's scratch (C B^T is Q x Q per sequence, group and chunk)
   // to about 16 MiB however long the sequence.
-  const int64_t per_chunk = Q * ldq + N * ldq;  // C B^T and B^T
-  const int64_t window =
-      std::clamp<int64_t>((int64_t(4) << 20) / std::max<int64_t>(1, Bn * G * per_chunk), 1, nchunks);
+  const int64_t per_chunk = Q * ldq + N * ldq;  // C B^T, then B^T
+  const int64_t window = std::clamp<int64_t>(
+      (int64_t(4) << 20) / std::max<int64_t>(1, Bn * G * per_chunk), 1, nchunks);
   Buf shared(Bn * G * window * per_chunk);
+  // The state carried between chunks, per (sequence, head), transposed to [N, Pp].
+  Buf states(Bn * H * N * Pp);
 
   // Per-thread scratch for phase 2.
-  const int nthreads = pool.size();
   struct Scratch {
-    Buf xc, xw, M, St, Y, dt, cs, e, w, u;
+    Buf xc, Y, M, dt, cs, e, w, u;
   };
-  std::vector<Scratch> scratch(static_cast<size_t>(nthreads));
+  std::vector<Scratch> scratch(static_cast<size_t>(pool.size()));
   for (auto& s : scratch) {
-    s.xc = Buf(Q * Pp), s.xw = Buf(Q * Pp), s.M = Buf(Q * ldq), s.St = Buf(N * Pp);
-    s.Y = Buf(Q * Pp), s.dt = Buf(ldq + 8), s.cs = Buf(ldq + 8), s.e = Buf(ldq), s.w = Buf(ldq);
-    s.u = Buf(ldq);
+    s.xc = Buf(Q * Pp), s.Y = Buf(Q * Pp), s.M = Buf(std::min(Q, kRowBlock) * ldq);
+    s.dt = Buf(ldq + 8), s.cs = Buf(ldq + 8), s.e = Buf(ldq), s.w = Buf(ldq), s.u = Buf(ldq);
   }
+
+  // One chunk of one (sequence, head): the four steps, carrying the state in `states`.
+  auto chunk_step = [&](int64_t b, int64_t h, int64_t c, int64_t c0, int64_t nc, Scratch& sc) {
+    const int64_t g = h / heads_per_group;
+    const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
+    const float* cb = shared.p + ((b * G + g) * nc + (c - c0)) * per_chunk;
+    const float* bt = cb + Q * ldq;
+    float* St = states.p + (b * H + h) * N * Pp;
+    float *xc = sc.xc.p, *Y = sc.Y.p, *M = sc.M.p;
+    float *dt = sc.dt.p, *cs = sc.cs.p, *e = sc.e.p, *w = sc.w.p, *u = sc.u.p;
+
+    // The first chunk starts from state_in (transposed), or from zero when it is null.
+    const bool state_zero = c == 0 && state_in == nullptr;
+    if (c == 0 && state_in != nullptr) {
+      const float* S = state_in + (b * H + h) * P * N;
+      for (int64_t n = 0; n < N; n++) {
+        for (int64_t p = 0; p < P; p++) St[n * Pp + p] = S[p * N + n];
+        for (int64_t p = P; p < Pp; p++) St[n * Pp + p] = 0.f;
+      }
+    }
+
+    // dt and the chunk's cumulative sum of dt*A, in fp32, restarting at 0 each chunk, so
+    // that differences of cumsums inside the chunk keep their precision (a global cumsum
+    // would not; see NOTES.md, Mamba-2 traps).
+    const float A = -std::exp(A_log[h]);
+    for (int64_t s = 0; s < Lc; s++) cs[s] = dt_raw[(r0 + s) * lddt + h] + dt_bias[h];
+    for (int64_t s = Lc; s < Lp; s++) cs[s] = 0.f;
+    k.softplus(Lp, cs, dt);
+    float run = 0.f;
+    for (int64_t s = 0; s < Lc; s++) {
+      run += dt[s] * A;
+      cs[s] = run;
+    }
+    for (int64_t s = Lc; s < Lp + 8; s++) dt[s] = 0.f, cs[s] = run;  // padding for SIMD reads
+    const float cs_last = cs[Lc - 1];
+    // e_s: decay from the chunk start to s; w_s: dt_s times the decay from s to the end.
+    k.chunk_decays(Lc, cs, dt, e, w);
+
+    // This head's x, packed to [Lc, Pp]. Its slice of a row is a few cache lines in a long
+    // row, which the hardware prefetcher does not follow from row to row: ask 8 rows ahead.
+    for (int64_t s = 0; s < Lc; s++) {
+      const float* xs = x + (r0 + s) * ldx + h * P;
+      if (s + 8 < Lc) prefetch(xs + 8 * ldx, P, false);
+      std::memcpy(xc + s * Pp, xs, size_t(P) * sizeof(float));
+      for (int64_t p = P; p < Pp; p++) xc[s * Pp + p] = 0.f;
+    }
+
+    // Step 4 (inter-chunk output): what the state entering the chunk contributes,
+    //   Y[l, :] = exp(cs_l) C_l . St.   Nothing while the state is still zero.
+    if (state_zero)
+      std::memset(Y, 0, size_t(Lc * Pp) * sizeof(float));
+    else
+      k.gemm(Lc, Pp, N, Cm + r0 * ldc + g * N, ldc, 1, St, Pp, Y, Pp, 0.f, e);
+
+    // Step 1 (intra-chunk, the diagonal block): each token acting on the later tokens of its
+    // chunk, a causal attention-like product Y += (C B^T o decay o dt) X, by row blocks.
+    for (int64_t l0 = 0; l0 < Lc; l0 += kRowBlock) {
+      const int64_t l1 = std::min(Lc, l0 + kRowBlock);
+      k.build_decay_matrix(l0, l1, cs, dt, cb, ldq, M, ldq, u);
+      k.gemm(l1 - l0, Pp, Lc, M, ldq, 1, xc, Pp, Y + l0 * Pp, Pp, 1.f, nullptr, Tri::kCausalA,
+             l0);
+    }
+
+    // The chunk's output rows, with the skip connection D x.
+    const float Dh = D[h];
+    for (int64_t l = 0; l < Lc; l++) {
+      float* yl = y + (r0 + l) * (H * P) + h * P;
+      if (l + 8 < Lc) prefetch(yl + 8 * H * P, P, true);
+      for (int64_t p = 0; p < P; p++) yl[p] = Y[l * Pp + p] + Dh * xc[l * Pp + p];
+    }
+
+    // Steps 2 and 3 (chunk state, state passing): the state leaving the chunk is the
+    // entering state decayed over the whole chunk plus the chunk's own contributions,
+    //   St = exp(cs_last) St + B^T (w o X).
+    for (int64_t s = 0; s < Lc; s++)
+      for (int64_t p = 0; p < P; p++) xc[s * Pp + p] *= w[s];
+    k.gemm(N, Pp, Lc, bt, ldq, 1, xc, Pp, St, Pp,
+           state_zero ? 0.f : std::exp(std::min(cs_last, 0.f)), nullptr);
+
+    if (c == nchunks - 1) {  // the final state (state_out may alias state_in: read already)
+      float* S = state_out + (b * H + h) * P * N;
+      for (int64_t p = 0; p < P; p++)
+        for (int64_t n = 0; n < N; n++) S[p * N + n] = St[n * Pp + p];
+    }
+  };
 
   for (int64_t c0 = 0; c0 < nchunks; c0 += window) {
     const int64_t nc = std::min(window, nchunks - c0);
 
     // Phase 1: per (sequence, group, chunk), pack B^T [N, Q] and compute C B^T [Q, Q] (only
-    // its lower triangle is ever used). Every head of the group reuses both.
+    // its lower triangle is used). Every head of the group reuses both.
     for_each_task(pool, Bn * G * nc, [&](int64_t task, int) {
       const int64_t b = task / (G * nc), g = task / nc % G, c = c0 + task % nc;
       const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
@@ -479,7 +603,7 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
       float* bt = cb + Q * ldq;
       const float* Bc = Bm + r0 * ldb + g * N;
       for (int64_t s0 = 0; s0 < Lc; s0 += 8) {  // transpose in 8-token strips
-        int64_t s1 = std::min(s0 + 8, Lc);
+        const int64_t s1 = std::min(s0 + 8, Lc);
         for (int64_t n = 0; n < N; n++)
           for (int64_t s = s0; s < s1; s++) bt[n * ldq + s] = Bc[s * ldb + n];
       }
@@ -489,92 +613,12 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
              Tri::kLowerC);
     });
 
-    // Phase 2: per (sequence, head), walk this window's chunks in order.
-    for_each_task(pool, Bn * H, [&](int64_t task, int thread) {
-      const int64_t b = task / H, h = task % H, g = h / heads_per_group;
-      Scratch& sc = scratch[size_t(thread)];
-      float *xc = sc.xc.p, *xw = sc.xw.p, *M = sc.M.p, *St = sc.St.p, *Y = sc.Y.p;
-      float *dt = sc.dt.p, *cs = sc.cs.p, *e = sc.e.p, *w = sc.w.p, *u = sc.u.p;
-      const float A = -std::exp(A_log[h]);
-      const float Dh = D[h];
-
-      // Load the carried state, transposed to [N, Pp]. After the first window it lives in
-      // state_out (which may be state_in itself: each task only touches its own slice).
-      const float* src = c0 == 0 ? state_in : state_out;
-      bool state_zero = src == nullptr;
-      if (!state_zero) {
-        const float* S = src + (b * H + h) * P * N;
-        for (int64_t n = 0; n < N; n++) {
-          for (int64_t p = 0; p < P; p++) St[n * Pp + p] = S[p * N + n];
-          for (int64_t p = P; p < Pp; p++) St[n * Pp + p] = 0.f;
-        }
-      }
-
-      for (int64_t c = c0; c < c0 + nc; c++) {
-        const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
-        const float* cb = shared.p + ((b * G + g) * nc + (c - c0)) * per_chunk;
-        const float* bt = cb + Q * ldq;
-
-        // dt and the chunk's cumulative sum of dt*A, in fp32, restarting at 0 each chunk.
-        // Differences of cumsums are only taken inside a chunk, so they stay small and exact
-        // enough (a global cumsum would lose precision; see NOTES.md, Mamba-2 traps).
-        float run = 0.f;
-        for (int64_t s = 0; s < Lc; s++) {
-          dt[s] = softplus_f(dt_raw[(r0 + s) * lddt + h] + dt_bias[h]);
-          run += dt[s] * A;
-          cs[s] = run;
-        }
-        for (int64_t s = Lc; s < Lp + 8; s++) dt[s] = 0.f, cs[s] = run;  // padding for SIMD reads
-        const float cs_last = cs[Lc - 1];
-        // e_s: decay from the chunk start to s; w_s: dt_s times the decay from s to the end.
-        k.chunk_decays(Lc, cs, dt, e, w);
-
-        // x of this head, packed to [Lc, Pp]; the w-weighted copy feeds the chunk state.
-        // This head's slice of a row is a few cache lines in a long row, which the hardware
-        // prefetcher does not follow, so ask for the rows 8 ahead and for the next chunk's.
-        const bool has_next = c + 1 < nchunks;
-        const int64_t Lnext = has_next ? std::min(Q, L - (c + 1) * Q) : 0;
-        for (int64_t s = 0; s < Lc; s++) {
-          const float* xs = x + (r0 + s) * ldx + h * P;
-          if (s + 8 < Lc) prefetch(xs + 8 * ldx, P, false);
-          if (s < Lnext) prefetch(xs + Q * ldx, P, false);
-          for (int64_t p = 0; p < P; p++) xc[s * Pp + p] = xs[p], xw[s * Pp + p] = w[s] * xs[p];
-          for (int64_t p = P; p < Pp; p++) xc[s * Pp + p] = 0.f, xw[s * Pp + p] = 0.f;
-        }
-
-        // Step 4 (inter-chunk output): what the state entering the chunk contributes,
-        //   Y[l, :] = exp(cs_l) * C_l . St.  Skipped while the state is known to be zero.
-        const float* Cc = Cm + r0 * ldc + g * N;
-        if (state_zero)
-          std::memset(Y, 0, size_t(Lc * Pp) * sizeof(float));
-        else
-          k.gemm(Lc, Pp, N, Cc, ldc, 1, St, Pp, Y, Pp, 0.f, e, Tri::kFull);
-
-        // Step 1 (intra-chunk, the diagonal block): tokens of the chunk acting on later tokens
-        // of the same chunk, as a masked attention-like product Y += (CB^T o decay o dt) X.
-        k.build_decay_matrix(Lc, cs, dt, cb, ldq, M, ldq, u);
-        k.gemm(Lc, Pp, Lc, M, ldq, 1, xc, Pp, Y, Pp, 1.f, nullptr, Tri::kCausalA);
-
-        // Steps 2 and 3 (chunk state, state passing): the state leaving the chunk is the
-        // entering state decayed over the whole chunk plus the chunk's own contributions,
-        //   St = exp(cs_last) St + B^T (w o X).   (beta = 0 ignores a zero state.)
-        k.gemm(N, Pp, Lc, bt, ldq, 1, xw, Pp, St, Pp,
-               state_zero ? 0.f : std::exp(std::min(cs_last, 0.f)), nullptr, Tri::kFull);
-        state_zero = false;
-
-        // Output rows, with the skip connection D x (prefetching rows as for x).
-        for (int64_t l = 0; l < Lc; l++) {
-          float* yl = y + (r0 + l) * (H * P) + h * P;
-          if (l + 8 < Lc) prefetch(yl + 8 * H * P, P, true);
-          if (l < Lnext) prefetch(yl + Q * H * P, P, true);
-          for (int64_t p = 0; p < P; p++) yl[p] = Y[l * Pp + p] + Dh * xc[l * Pp + p];
-        }
-      }
-
-      float* S = state_out + (b * H + h) * P * N;
-      for (int64_t p = 0; p < P; p++)
-        for (int64_t n = 0; n < N; n++) S[p * N + n] = St[n * Pp + p];
-    });
+    // Phase 2: chunk by chunk, every (sequence, head) in parallel. Going chunk-major keeps
+    // the chunk's rows of x, y, B and C (and their pages) in cache while all heads use them.
+    for (int64_t c = c0; c < c0 + nc; c++)
+      for_each_task(pool, Bn * H, [&](int64_t task, int thread) {
+        chunk_step(task / H, task % H, c, c0, nc, scratch[size_t(thread)]);
+      });
   }
 }
 
