@@ -13,7 +13,7 @@
 //   - `stream` is a cudaStream_t passed as void*; nullptr means the legacy default stream.
 //   - Device pointers are plain void* / typed pointers into device memory.
 //   - bf16 values are stored as uint16_t (the top 16 bits of an IEEE float; see csrc/dtype.h).
-//   - Every failure throws CudaError, whose message names the CUDA call and the error, e.g.
+//   - Every failure throws CudaError (except the three *_free/*_destroy functions), whose message names the CUDA call and the error, e.g.
 //     "cudaMalloc(1.5 GiB): cudaErrorMemoryAllocation: out of memory".
 //   - The kernels (cuda/kernels.h) operate on the device that is current for the calling
 //     thread (set_device); all pointers and the stream must belong to that device.
@@ -65,8 +65,10 @@ void set_device(int index);
 int get_device();
 
 // Device memory. device_malloc(0) returns nullptr; device_free(nullptr) is a no-op.
+// device_free, stream_destroy and graph_destroy never throw (they run in destructors and at
+// process exit); their errors are dropped.
 void* device_malloc(size_t bytes);
-void device_free(void* p);
+void device_free(void* p) noexcept;
 // Fills `bytes` bytes at p with the byte `value`, asynchronously on `stream`.
 void device_memset(void* p, int value, size_t bytes, void* stream);
 
@@ -79,7 +81,7 @@ void copy_device_to_device(void* dst, const void* src, size_t bytes, void* strea
 
 // Streams (non-blocking with respect to the legacy default stream).
 void* stream_create();
-void stream_destroy(void* stream);
+void stream_destroy(void* stream) noexcept;
 void stream_synchronize(void* stream);
 // Waits for every device operation (all streams) on the current device.
 void device_synchronize();
@@ -91,7 +93,7 @@ void device_synchronize();
 void graph_capture_begin(void* stream);
 void* graph_capture_end(void* stream);
 void graph_launch(void* graph_exec, void* stream);
-void graph_destroy(void* graph_exec);
+void graph_destroy(void* graph_exec) noexcept;
 
 // One elementwise family to prove the path (cuda/elementwise.cu). All asynchronous on
 // `stream`; n may be 0. Any alignment works (a 4-wide vector path is used when aligned).

@@ -26,9 +26,7 @@ Status query() {
 void set_device(int) { unavailable("set_device"); }
 int get_device() { unavailable("get_device"); }
 void* device_malloc(size_t) { unavailable("device_malloc"); }
-void device_free(void* p) {
-  if (p) unavailable("device_free");
-}
+void device_free(void*) noexcept {}  // nothing can have been allocated
 void device_memset(void*, int, size_t, void*) { unavailable("device_memset"); }
 void copy_to_device(void*, const void*, size_t, void*) { unavailable("copy_to_device"); }
 void copy_to_host(void*, const void*, size_t, void*) { unavailable("copy_to_host"); }
@@ -36,17 +34,13 @@ void copy_device_to_device(void*, const void*, size_t, void*) {
   unavailable("copy_device_to_device");
 }
 void* stream_create() { unavailable("stream_create"); }
-void stream_destroy(void* s) {
-  if (s) unavailable("stream_destroy");
-}
+void stream_destroy(void*) noexcept {}
 void stream_synchronize(void*) { unavailable("stream_synchronize"); }
 void device_synchronize() { unavailable("device_synchronize"); }
 void graph_capture_begin(void*) { unavailable("graph_capture_begin"); }
 void* graph_capture_end(void*) { unavailable("graph_capture_end"); }
 void graph_launch(void*, void*) { unavailable("graph_launch"); }
-void graph_destroy(void* g) {
-  if (g) unavailable("graph_destroy");
-}
+void graph_destroy(void*) noexcept {}
 
 void convert_f32_to_bf16(const float*, uint16_t*, int64_t, void*) {
   unavailable("convert_f32_to_bf16");

@@ -28,7 +28,7 @@ namespace taipan::cuda {
 // accumulate = true (F32 only) adds to y instead of overwriting it (fuses a residual add).
 // Paths: M <= kGemmSmallM uses a bandwidth-bound kernel (reads W once per 8 rows of x);
 // larger M uses the tensor-core kernel (mma.sync m16n8k16 bf16, 128x128x32 tiles, cp.async
-// 3-stage pipeline). Both need K % 8 == 0, ldx % 8 == 0 and 16-byte aligned x and W; other
+// 4-stage pipeline). Both need K % 8 == 0, ldx % 8 == 0 and 16-byte aligned x and W; other
 // shapes take a slow but general fallback kernel.
 // Assumes: y does not overlap x or W; M, N < 2^31; K < 2^31.
 constexpr int64_t kGemmSmallM = 16;

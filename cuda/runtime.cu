@@ -172,9 +172,11 @@ void* device_malloc(size_t bytes) {
   return p;
 }
 
-void device_free(void* p) {
+// Never throws: called from destructors, and at process exit the runtime may already be
+// unloading (cudaErrorCudartUnloading). After a sticky error the memory is gone anyway.
+void device_free(void* p) noexcept {
   if (!p) return;
-  TAIPAN_CUDA_CHECK(cudaFree(p), "cudaFree");
+  if (cudaFree(p) != cudaSuccess) (void)cudaGetLastError();
 }
 
 void device_memset(void* p, int value, size_t bytes, void* stream) {
@@ -215,9 +217,9 @@ void* stream_create() {
   return static_cast<void*>(s);
 }
 
-void stream_destroy(void* stream) {
+void stream_destroy(void* stream) noexcept {  // never throws (see device_free)
   if (!stream) return;
-  TAIPAN_CUDA_CHECK(cudaStreamDestroy(as_stream(stream)), "cudaStreamDestroy");
+  if (cudaStreamDestroy(as_stream(stream)) != cudaSuccess) (void)cudaGetLastError();
 }
 
 void stream_synchronize(void* stream) {
@@ -251,10 +253,10 @@ void graph_launch(void* graph_exec, void* stream) {
                     "cudaGraphLaunch");
 }
 
-void graph_destroy(void* graph_exec) {
+void graph_destroy(void* graph_exec) noexcept {  // never throws (see device_free)
   if (!graph_exec) return;
-  TAIPAN_CUDA_CHECK(cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec)),
-                    "cudaGraphExecDestroy");
+  if (cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec)) != cudaSuccess)
+    (void)cudaGetLastError();
 }
 
 }  // namespace taipan::cuda
