@@ -10,16 +10,21 @@
 //         + exp(cs_l) C_l . S_in                                   4. inter-chunk output
 //     S_out = exp(cs_last) S_in                                    3. state passing
 //           + sum_s exp(cs_last - cs_s) dt_s x_s B_s^T              2. chunk state
-// Each step is a small dense matrix product, which the CPU runs far faster than the
-// token-by-token recurrence (it is bound by streaming the state, not by arithmetic).
+// Each step is a small dense matrix product, which the CPU runs at close to its peak FMA rate;
+// the token-by-token recurrence instead streams the whole state through the cache per token.
 //
 // Layout of the work:
 //  * Phase 1, parallel over (sequence, group, chunk): C B^T for the chunk (shared by all the
-//    heads of the group) and B^T packed for step 2.
-//  * Phase 2, parallel over (sequence, head): walk the chunks in order, carrying the state.
-//    The state is kept transposed (St: [N, P]) while scanning so that every product reads
+//    heads of the group) and B^T packed for step 2. Long sequences are processed in windows
+//    of chunks so this scratch stays bounded.
+//  * Phase 2, chunk by chunk, parallel over (sequence, head): the four steps for that chunk.
+//    The state carried between chunks is kept transposed ([N, P]) so that every product reads
 //    its right-hand operand as contiguous rows.
-// Long sequences are processed in windows of chunks so phase 1's scratch stays bounded.
+//
+// Precision: the cumulative sums are accumulated and kept in double, and every decay exponent
+// cs_l - cs_s is formed in double before rounding to fp32 for exp(min(., 0)). With fp32
+// cumsums the exponent's error is an ulp of |cs| (which reaches hundreds within a chunk of
+// 256), giving ~1e-4 relative errors in y; this way y matches the recurrence to ~1e-5.
 //
 // All matrix products go through one routine, gemm(), whose AVX2 form is a register-blocked
 // 6 x 16 FMA micro-kernel: c = beta*c + diag(row_scale) * A*B, where A is read by
@@ -30,7 +35,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
+#include <new>
 #include <vector>
 
 #include "kernels.h"
@@ -52,13 +57,14 @@ inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // softplus in fp32, identity above 20 (the model's contract, as in mamba_ssm).
 inline float softplus_f(float v) { return v > 20.f ? v : std::log1p(std::exp(v)); }
 
-// 64-byte aligned float scratch, uninitialised (allocated once per call, never per token).
+// 64-byte aligned scratch, uninitialised (allocated once per call, never per token).
+template <class T>
 struct Buf {
-  float* p = nullptr;
+  T* p = nullptr;
   Buf() = default;
   explicit Buf(int64_t n) {
-    size_t bytes = size_t(round_up(std::max<int64_t>(n, 16) * 4, 64));
-    p = static_cast<float*>(std::aligned_alloc(64, bytes));
+    size_t bytes = size_t(round_up(std::max<int64_t>(n, 16) * int64_t(sizeof(T)), 64));
+    p = static_cast<T*>(std::aligned_alloc(64, bytes));
     if (!p) throw std::bad_alloc();
   }
   ~Buf() { std::free(p); }
@@ -88,8 +94,8 @@ inline void prefetch(const float* p, int64_t n, bool for_write) {
 #endif
 }
 
-// Run fn(task) for task in [0, n) on every thread of the pool, handing tasks out one at a
-// time: chunks and heads are equal-sized, but a busy machine makes threads run unevenly.
+// Run fn(task, thread) for task in [0, n) on every thread of the pool, handing tasks out one
+// at a time: the tasks are equal-sized, but on a busy machine threads run unevenly.
 template <class Fn>
 void for_each_task(ThreadPool& pool, int64_t n, const Fn& fn) {
   if (n <= 0) return;
@@ -122,15 +128,15 @@ void gemm_portable(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa,
                    const float* rs, Tri tri, int64_t row0) {
   std::vector<float> acc(size_t(std::max<int64_t>(n, 1)));
   for (int64_t i = 0; i < m; i++) {
-    int64_t ki = tri == Tri::kCausalA ? std::min(K, row0 + i + 1) : K;
-    int64_t ni = tri == Tri::kLowerC ? std::min(n, i + 1) : n;
+    const int64_t ki = tri == Tri::kCausalA ? std::min(K, row0 + i + 1) : K;
+    const int64_t ni = tri == Tri::kLowerC ? std::min(n, i + 1) : n;
     std::fill(acc.begin(), acc.begin() + ni, 0.f);
     for (int64_t k = 0; k < ki; k++) {
-      float aik = a[i * rsa + k * csa];
+      const float aik = a[i * rsa + k * csa];
       const float* bk = b + k * ldb;
       for (int64_t j = 0; j < ni; j++) acc[j] += aik * bk[j];
     }
-    float s = rs ? rs[i] : 1.f;
+    const float s = rs ? rs[i] : 1.f;
     float* ci = c + i * ldc;
     if (beta == 0.f)
       for (int64_t j = 0; j < ni; j++) ci[j] = s * acc[j];
@@ -139,34 +145,54 @@ void gemm_portable(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa,
   }
 }
 
+// exp(min(d, 0)) for a decay exponent d formed in double (see the precision note on top).
+inline float decay(double d) { return std::exp(std::min(float(d), 0.f)); }
+
 // Rows [l0, l1) of the intra-chunk matrix of one head (row l stored at M + (l - l0)*ldm):
 //   M[l, s] = (C_l . B_s) exp(min(cs_l - cs_s, 0)) dt_s   for s <= l,
 // and zero for l < s < the end of l's kMR-row panel (what Tri::kCausalA reads).
 // l0 is a multiple of kMR; l1 is too, or the chunk's length.
-void build_decay_matrix_portable(int64_t l0, int64_t l1, const float* cs, const float* dt,
-                                 const float* cb, int64_t ldcb, float* M, int64_t ldm) {
+void build_decay_matrix_portable(int64_t l0, int64_t l1, const double* cs, const float* dt,
+                                 const float* cb, int64_t ldcb, float* M, int64_t ldm, float*) {
   for (int64_t l = l0; l < l1; l++) {
     const float* cbl = cb + l * ldcb;
     float* ml = M + (l - l0) * ldm;
-    for (int64_t s = 0; s <= l; s++) ml[s] = cbl[s] * std::exp(std::min(cs[l] - cs[s], 0.f)) * dt[s];
-    int64_t end = std::min(l1, (l / kMR + 1) * kMR);
+    for (int64_t s = 0; s <= l; s++) ml[s] = cbl[s] * decay(cs[l] - cs[s]) * dt[s];
+    const int64_t end = std::min(l1, (l / kMR + 1) * kMR);
     for (int64_t s = l + 1; s < end; s++) ml[s] = 0.f;
   }
 }
 
-void chunk_decays_portable(int64_t Lc, const float* cs, const float* dt, float* e, float* w) {
-  const float last = cs[Lc - 1];
+// e_s = exp(min(cs_s, 0)), the decay from the chunk start to s, and
+// w_s = dt_s exp(min(cs_last - cs_s, 0)), dt_s times the decay from s to the chunk end.
+void chunk_decays_portable(int64_t Lc, const double* cs, const float* dt, float* e, float* w) {
   for (int64_t s = 0; s < Lc; s++) {
-    e[s] = std::exp(std::min(cs[s], 0.f));
-    w[s] = dt[s] * std::exp(std::min(last - cs[s], 0.f));
+    e[s] = decay(cs[s]);
+    w[s] = dt[s] * decay(cs[Lc - 1] - cs[s]);
+  }
+}
+
+// Decode for one (sequence, head): S = a S + (dt x) B^T and y = S C + D x in one pass.
+void step_head_portable(int64_t P, int64_t N, float a, float dt, float Dh, const float* x,
+                        const float* Bv, const float* Cv, float* S, float* y) {
+  for (int64_t p = 0; p < P; p++) {
+    float* r = S + p * N;
+    const float dx = dt * x[p];
+    float sum = 0.f;
+    for (int64_t n = 0; n < N; n++) {
+      r[n] = a * r[n] + dx * Bv[n];
+      sum += r[n] * Cv[n];
+    }
+    y[p] = sum + Dh * x[p];
   }
 }
 
 // ---- AVX2 + FMA kernels ---------------------------------------------------------------------
 #ifdef TAIPAN_SSD_X86
 
-// One MR x (8*NV) tile of gemm(): accumulators stay in registers for the whole k loop; each
-// step loads NV vectors of a row of B and broadcasts MR elements of A.
+// One MR x (8*NV) tile of gemm(): the accumulators stay in registers for the whole k loop;
+// each step loads NV vectors of a row of B and broadcasts MR elements of A (12 FMAs for 8
+// loads at 6 x 16, which keeps both FMA pipes busy).
 template <int MR, int NV>
 __attribute__((target("avx2,fma"))) void tile_avx2(int64_t K, const float* a, int64_t rsa,
                                                    int64_t csa, const float* b, int64_t ldb,
@@ -187,7 +213,7 @@ __attribute__((target("avx2,fma"))) void tile_avx2(int64_t K, const float* a, in
     for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) {
-      __m256 av = _mm256_broadcast_ss(ar[i] + ak);
+      const __m256 av = _mm256_broadcast_ss(ar[i] + ak);
 #pragma GCC unroll 2
       for (int v = 0; v < NV; v++) acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
     }
@@ -225,12 +251,12 @@ void gemm_avx2(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa, int
                const float* b, int64_t ldb, float* c, int64_t ldc, float beta, const float* rs,
                Tri tri, int64_t row0) {
   for (int64_t j0 = 0; j0 < n; j0 += 16) {
-    int nv = n - j0 >= 16 ? 2 : 1;
+    const int nv = n - j0 >= 16 ? 2 : 1;
     // kLowerC: row panels lying wholly above column j0 need nothing from this column panel.
-    int64_t i_first = tri == Tri::kLowerC ? j0 / kMR * kMR : 0;
+    const int64_t i_first = tri == Tri::kLowerC ? j0 / kMR * kMR : 0;
     for (int64_t i0 = i_first; i0 < m; i0 += kMR) {
-      int mr = int(std::min(kMR, m - i0));
-      int64_t ki = tri == Tri::kCausalA ? std::min(K, row0 + i0 + mr) : K;
+      const int mr = int(std::min(kMR, m - i0));
+      const int64_t ki = tri == Tri::kCausalA ? std::min(K, row0 + i0 + mr) : K;
       kTiles[mr][nv](ki, a + i0 * rsa, rsa, csa, b + j0, ldb, c + i0 * ldc + j0, ldc, beta,
                      rs ? rs + i0 : nullptr);
     }
@@ -239,13 +265,13 @@ void gemm_avx2(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa, int
 
 // exp(x) for x <= 0 (decay factors): Cody-Waite range reduction to r in [-ln2/2, ln2/2], a
 // degree-6 polynomial (rel. error ~1 ulp), then scaling by 2^n. Inputs below -87 give 0, so
-// no denormals reach the products.
+// no denormals reach the products; NaN stays NaN.
 __attribute__((target("avx2,fma"))) inline __m256 exp_neg_avx2(__m256 x) {
   const __m256 lo = _mm256_set1_ps(-87.0f);
   const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_max_ps(x, lo);
-  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_max_ps(lo, x);  // (max returns its second operand when one is NaN)
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
   __m256 p = _mm256_set1_ps(1.9875691500e-4f);
@@ -255,8 +281,25 @@ __attribute__((target("avx2,fma"))) inline __m256 exp_neg_avx2(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+// exp(min(a - b, 0)) for 8 lanes, the difference a - b taken in double.
+__attribute__((target("avx2,fma"))) inline __m256 decay8(__m256d a_lo, __m256d a_hi,
+                                                         __m256d b_lo, __m256d b_hi) {
+  const __m128 lo = _mm256_cvtpd_ps(_mm256_sub_pd(a_lo, b_lo));
+  const __m128 hi = _mm256_cvtpd_ps(_mm256_sub_pd(a_hi, b_hi));
+  const __m256 d = _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
+  return exp_neg_avx2(_mm256_min_ps(_mm256_setzero_ps(), d));
+}
+// cs_ref - cs[s..s+7] and cs[s..s+7] - cs_ref.
+__attribute__((target("avx2,fma"))) inline __m256 decay_from(const double* cs, __m256d ref) {
+  return decay8(ref, ref, _mm256_loadu_pd(cs), _mm256_loadu_pd(cs + 4));
+}
+__attribute__((target("avx2,fma"))) inline __m256 decay_to(const double* cs, __m256d ref) {
+  return decay8(_mm256_loadu_pd(cs), _mm256_loadu_pd(cs + 4), ref, ref);
 }
 
 // The AVX2 form of the intra-chunk matrix. Exponentials dominate building it, so away from
@@ -267,46 +310,57 @@ __attribute__((target("avx2,fma"))) inline __m256 exp_neg_avx2(__m256 x) {
 // to 0 means the product is below fp32 range too), and it needs one exponential per token
 // and panel plus one per row instead of one per element. Within 8 tokens of the diagonal
 // the decay is computed directly as exp(min(cs_l - cs_s, 0)).
+// u: scratch of round_up(l1, 8) floats.
 __attribute__((target("avx2,fma"))) void build_decay_matrix_avx2(int64_t l0, int64_t l1,
-                                                                 const float* cs,
+                                                                 const double* cs,
                                                                  const float* dt,
                                                                  const float* cb, int64_t ldcb,
                                                                  float* M, int64_t ldm,
                                                                  float* u) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256 zero = _mm256_setzero_ps();
   for (int64_t i0 = l0; i0 < l1; i0 += kMR) {
     const int64_t i1 = std::min(l1, i0 + kMR), r = i0 / 8 * 8;
-    const __m256 csr = _mm256_set1_ps(cs[r]);
+    const __m256d csr = _mm256_set1_pd(cs[r]);
     // u_s = dt_s exp(cs_r - cs_s) for s < r, shared by the panel's rows.
-    for (int64_t s = 0; s < r; s += 8) {
-      __m256 d = _mm256_min_ps(_mm256_sub_ps(csr, _mm256_loadu_ps(cs + s)), zero);
-      _mm256_storeu_ps(u + s, _mm256_mul_ps(_mm256_loadu_ps(dt + s), exp_neg_avx2(d)));
-    }
+    for (int64_t s = 0; s < r; s += 8)
+      _mm256_storeu_ps(u + s, _mm256_mul_ps(_mm256_loadu_ps(dt + s), decay_from(cs + s, csr)));
     // f_l = exp(cs_l - cs_r) for the panel's rows (cs is padded, so 8 lanes can be read).
     alignas(32) float f[8];
-    _mm256_store_ps(f, exp_neg_avx2(_mm256_min_ps(_mm256_sub_ps(_mm256_loadu_ps(cs + i0), csr), zero)));
+    _mm256_store_ps(f, decay_to(cs + i0, csr));
     for (int64_t l = i0; l < i1; l++) {
       const float* cbl = cb + l * ldcb;
       float* ml = M + (l - l0) * ldm;
       const __m256 fl = _mm256_set1_ps(f[l - i0]);
       for (int64_t s = 0; s < r; s += 8)
-        _mm256_storeu_ps(ml + s, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(cbl + s), _mm256_loadu_ps(u + s)), fl));
+        _mm256_storeu_ps(ml + s, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(cbl + s),
+                                                             _mm256_loadu_ps(u + s)),
+                                               fl));
       // Near the diagonal: whole vectors from r up to and including column l, the last one
       // masked to s <= l. cs, dt and the cb rows are padded to a multiple of 8, so the reads
       // past l stay in bounds (masked lanes may hold garbage; the mask clears them).
-      const __m256 csl = _mm256_set1_ps(cs[l]);
+      const __m256d csl = _mm256_set1_pd(cs[l]);
       int64_t s = r;
       for (; s <= l; s += 8) {
-        __m256 d = _mm256_min_ps(_mm256_sub_ps(csl, _mm256_loadu_ps(cs + s)), zero);
-        __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(cbl + s), exp_neg_avx2(d)),
-                                 _mm256_loadu_ps(dt + s));
-        __m256i idx = _mm256_add_epi32(lane, _mm256_set1_epi32(int(s)));
-        __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(l + 1)), idx));
+        const __m256 v = _mm256_mul_ps(
+            _mm256_mul_ps(_mm256_loadu_ps(cbl + s), decay_from(cs + s, csl)),
+            _mm256_loadu_ps(dt + s));
+        const __m256i idx = _mm256_add_epi32(lane, _mm256_set1_epi32(int(s)));
+        const __m256 keep =
+            _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(l + 1)), idx));
         _mm256_storeu_ps(ml + s, _mm256_and_ps(v, keep));
       }
       for (; s < i1; s++) ml[s] = 0.f;  // the rest of the panel (read by Tri::kCausalA)
     }
+  }
+}
+
+// e_s and w_s as in chunk_decays_portable; arrays padded to a multiple of 8.
+__attribute__((target("avx2,fma"))) void chunk_decays_avx2(int64_t Lc, const double* cs,
+                                                           const float* dt, float* e, float* w) {
+  const __m256d zero = _mm256_setzero_pd(), last = _mm256_set1_pd(cs[Lc - 1]);
+  for (int64_t s = 0; s < Lc; s += 8) {
+    _mm256_storeu_ps(e + s, decay_to(cs + s, zero));
+    _mm256_storeu_ps(w + s, _mm256_mul_ps(_mm256_loadu_ps(dt + s), decay_from(cs + s, last)));
   }
 }
 
@@ -335,18 +389,6 @@ __attribute__((target("avx2,fma"))) void softplus_avx2(int64_t n, const float* v
   }
 }
 
-// e_s = exp(min(cs_s, 0)) and w_s = dt_s exp(min(cs_last - cs_s, 0)); arrays padded to 8.
-__attribute__((target("avx2,fma"))) void chunk_decays_avx2(int64_t Lc, const float* cs,
-                                                           const float* dt, float* e, float* w) {
-  const __m256 zero = _mm256_setzero_ps(), last = _mm256_set1_ps(cs[Lc - 1]);
-  for (int64_t s = 0; s < Lc; s += 8) {
-    __m256 c = _mm256_loadu_ps(cs + s);
-    _mm256_storeu_ps(e + s, exp_neg_avx2(_mm256_min_ps(c, zero)));
-    _mm256_storeu_ps(w + s, _mm256_mul_ps(_mm256_loadu_ps(dt + s),
-                                          exp_neg_avx2(_mm256_min_ps(_mm256_sub_ps(last, c), zero))));
-  }
-}
-
 __attribute__((target("avx2,fma"))) inline float hsum_avx2(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -354,26 +396,26 @@ __attribute__((target("avx2,fma"))) inline float hsum_avx2(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Decode for one (sequence, head): S = a S + (dt x) B^T and y = S C + D x in one pass over
-// the state, four rows at a time so the four dot products overlap.
+// Decode for one (sequence, head), as step_head_portable, four rows of the state at a time so
+// that four independent dot products overlap.
 __attribute__((target("avx2,fma"))) void step_head_avx2(int64_t P, int64_t N, float a, float dt,
                                                         float Dh, const float* x,
                                                         const float* Bv, const float* Cv,
                                                         float* S, float* y) {
   const __m256 va = _mm256_set1_ps(a);
-  int64_t N8 = N / 8 * 8;
+  const int64_t N8 = N / 8 * 8;
   int64_t p = 0;
   for (; p + 4 <= P; p += 4) {
     float* r0 = S + p * N;
-    float dx[4] = {dt * x[p], dt * x[p + 1], dt * x[p + 2], dt * x[p + 3]};
+    const float dx[4] = {dt * x[p], dt * x[p + 1], dt * x[p + 2], dt * x[p + 3]};
     __m256 vdx[4], acc[4];
     for (int i = 0; i < 4; i++) vdx[i] = _mm256_set1_ps(dx[i]), acc[i] = _mm256_setzero_ps();
     for (int64_t n = 0; n < N8; n += 8) {
-      __m256 b = _mm256_loadu_ps(Bv + n), cc = _mm256_loadu_ps(Cv + n);
+      const __m256 b = _mm256_loadu_ps(Bv + n), cc = _mm256_loadu_ps(Cv + n);
 #pragma GCC unroll 4
       for (int i = 0; i < 4; i++) {
         float* sp = r0 + i * N + n;
-        __m256 s = _mm256_fmadd_ps(vdx[i], b, _mm256_mul_ps(va, _mm256_loadu_ps(sp)));
+        const __m256 s = _mm256_fmadd_ps(vdx[i], b, _mm256_mul_ps(va, _mm256_loadu_ps(sp)));
         _mm256_storeu_ps(sp, s);
         acc[i] = _mm256_fmadd_ps(s, cc, acc[i]);
       }
@@ -388,37 +430,9 @@ __attribute__((target("avx2,fma"))) void step_head_avx2(int64_t P, int64_t N, fl
       y[p + i] = sum + Dh * x[p + i];
     }
   }
-  for (; p < P; p++) {
-    float* r = S + p * N;
-    float dx = dt * x[p];
-    __m256 vdx = _mm256_set1_ps(dx), acc = _mm256_setzero_ps();
-    for (int64_t n = 0; n < N8; n += 8) {
-      __m256 s = _mm256_fmadd_ps(vdx, _mm256_loadu_ps(Bv + n), _mm256_mul_ps(va, _mm256_loadu_ps(r + n)));
-      _mm256_storeu_ps(r + n, s);
-      acc = _mm256_fmadd_ps(s, _mm256_loadu_ps(Cv + n), acc);
-    }
-    float sum = hsum_avx2(acc);
-    for (int64_t n = N8; n < N; n++) {
-      r[n] = a * r[n] + dx * Bv[n];
-      sum += r[n] * Cv[n];
-    }
-    y[p] = sum + Dh * x[p];
-  }
+  if (p < P) step_head_portable(P - p, N, a, dt, Dh, x + p, Bv, Cv, S + p * N, y + p);
 }
 #endif  // TAIPAN_SSD_X86
-
-void step_head_portable(int64_t P, int64_t N, float a, float dt, float Dh, const float* x,
-                        const float* Bv, const float* Cv, float* S, float* y) {
-  for (int64_t p = 0; p < P; p++) {
-    float* r = S + p * N;
-    float dx = dt * x[p], sum = 0.f;
-    for (int64_t n = 0; n < N; n++) {
-      r[n] = a * r[n] + dx * Bv[n];
-      sum += r[n] * Cv[n];
-    }
-    y[p] = sum + Dh * x[p];
-  }
-}
 
 // ---- Dispatch between the two paths ---------------------------------------------------------
 
@@ -432,28 +446,24 @@ struct Kernels {
 #endif
     gemm_portable(m, n, K, a, rsa, csa, b, ldb, c, ldc, beta, rs, tri, row0);
   }
-  // u: scratch of round_up(l1, 8) floats.
-  void build_decay_matrix(int64_t l0, int64_t l1, const float* cs, const float* dt,
+  void build_decay_matrix(int64_t l0, int64_t l1, const double* cs, const float* dt,
                           const float* cb, int64_t ldcb, float* M, int64_t ldm, float* u) const {
 #ifdef TAIPAN_SSD_X86
     if (avx2) return build_decay_matrix_avx2(l0, l1, cs, dt, cb, ldcb, M, ldm, u);
 #endif
-    (void)u;
-    build_decay_matrix_portable(l0, l1, cs, dt, cb, ldcb, M, ldm);
+    build_decay_matrix_portable(l0, l1, cs, dt, cb, ldcb, M, ldm, u);
   }
-  // n values, v and out padded to a multiple of 8.
+  void chunk_decays(int64_t Lc, const double* cs, const float* dt, float* e, float* w) const {
+#ifdef TAIPAN_SSD_X86
+    if (avx2) return chunk_decays_avx2(Lc, cs, dt, e, w);
+#endif
+    chunk_decays_portable(Lc, cs, dt, e, w);
+  }
   void softplus(int64_t n, const float* v, float* out) const {
 #ifdef TAIPAN_SSD_X86
     if (avx2) return softplus_avx2(n, v, out);
 #endif
     for (int64_t i = 0; i < n; i++) out[i] = softplus_f(v[i]);
-  }
-  // e and w: round_up(Lc, 8) floats; cs and dt padded likewise.
-  void chunk_decays(int64_t Lc, const float* cs, const float* dt, float* e, float* w) const {
-#ifdef TAIPAN_SSD_X86
-    if (avx2) return chunk_decays_avx2(Lc, cs, dt, e, w);
-#endif
-    chunk_decays_portable(Lc, cs, dt, e, w);
   }
   void step_head(int64_t P, int64_t N, float a, float dt, float Dh, const float* x,
                  const float* Bv, const float* Cv, float* S, float* y) const {
@@ -487,34 +497,42 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
   // The intra-chunk matrix is built kRowBlock rows at a time, so it stays in L1/L2.
   constexpr int64_t kRowBlock = 8 * kMR;
 
-  // Windows of chunks bound phase 1's scratch (C B^T is Q x Q per sequence, group and chunk)
-  // to about 16 MiB however long the sequence.
+  // Phase 1's scratch (C B^T and B^T per sequence, group and chunk) is bounded to about
+  // 16 MiB however many and long the sequences: they are processed in blocks of `nb`
+  // sequences, and each block in windows of `window` chunks.
   const int64_t per_chunk = Q * ldq + N * ldq;  // C B^T, then B^T
-  const int64_t window = std::clamp<int64_t>(
-      (int64_t(4) << 20) / std::max<int64_t>(1, Bn * G * per_chunk), 1, nchunks);
-  Buf shared(Bn * G * window * per_chunk);
-  // The state carried between chunks, per (sequence, head), transposed to [N, Pp].
-  Buf states(Bn * H * N * Pp);
+  const int64_t budget = int64_t(4) << 20;       // floats
+  const int64_t nb = std::clamp<int64_t>(budget / (G * per_chunk), 1, Bn);
+  const int64_t window = std::clamp<int64_t>(budget / (nb * G * per_chunk), 1, nchunks);
+  Buf<float> shared(nb * G * window * per_chunk);
+  // The state carried between chunks, per (sequence of the block, head), transposed to [N, Pp].
+  Buf<float> states(nb * H * N * Pp);
 
   // Per-thread scratch for phase 2.
   struct Scratch {
-    Buf xc, Y, M, dt, cs, e, w, u;
+    Buf<float> xc, Y, M, dt, e, w, u;
+    Buf<double> cs;
   };
   std::vector<Scratch> scratch(static_cast<size_t>(pool.size()));
   for (auto& s : scratch) {
-    s.xc = Buf(Q * Pp), s.Y = Buf(Q * Pp), s.M = Buf(std::min(Q, kRowBlock) * ldq);
-    s.dt = Buf(ldq + 8), s.cs = Buf(ldq + 8), s.e = Buf(ldq), s.w = Buf(ldq), s.u = Buf(ldq);
+    s.xc = Buf<float>(Q * Pp), s.Y = Buf<float>(Q * Pp);
+    s.M = Buf<float>(std::min(Q, kRowBlock) * ldq);
+    s.dt = Buf<float>(ldq + 8), s.cs = Buf<double>(ldq + 8);
+    s.e = Buf<float>(ldq), s.w = Buf<float>(ldq), s.u = Buf<float>(ldq);
   }
 
-  // One chunk of one (sequence, head): the four steps, carrying the state in `states`.
-  auto chunk_step = [&](int64_t b, int64_t h, int64_t c, int64_t c0, int64_t nc, Scratch& sc) {
+  // One chunk c of one (sequence b, head h): the four steps, carrying the state in `states`.
+  // b0 is the first sequence of the block, c0 and nc the current window's chunks.
+  auto chunk_step = [&](int64_t b, int64_t h, int64_t c, int64_t b0, int64_t c0, int64_t nc,
+                        Scratch& sc) {
     const int64_t g = h / heads_per_group;
     const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
-    const float* cb = shared.p + ((b * G + g) * nc + (c - c0)) * per_chunk;
+    const float* cb = shared.p + (((b - b0) * G + g) * nc + (c - c0)) * per_chunk;
     const float* bt = cb + Q * ldq;
-    float* St = states.p + (b * H + h) * N * Pp;
+    float* St = states.p + ((b - b0) * H + h) * N * Pp;
     float *xc = sc.xc.p, *Y = sc.Y.p, *M = sc.M.p;
-    float *dt = sc.dt.p, *cs = sc.cs.p, *e = sc.e.p, *w = sc.w.p, *u = sc.u.p;
+    float *dt = sc.dt.p, *e = sc.e.p, *w = sc.w.p, *u = sc.u.p;
+    double* cs = sc.cs.p;
 
     // The first chunk starts from state_in (transposed), or from zero when it is null.
     const bool state_zero = c == 0 && state_in == nullptr;
@@ -526,21 +544,16 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
       }
     }
 
-    // dt and the chunk's cumulative sum of dt*A, in fp32, restarting at 0 each chunk, so
-    // that differences of cumsums inside the chunk keep their precision (a global cumsum
-    // would not; see NOTES.md, Mamba-2 traps).
+    // dt = softplus(dt_raw + dt_bias) in fp32, and the cumulative sum of dt*A restarting at
+    // 0 each chunk, so that the exponents cs_l - cs_s never span more than one chunk (a
+    // global cumsum would lose them; see NOTES.md, Mamba-2 traps).
     const float A = -std::exp(A_log[h]);
-    for (int64_t s = 0; s < Lc; s++) cs[s] = dt_raw[(r0 + s) * lddt + h] + dt_bias[h];
-    for (int64_t s = Lc; s < Lp; s++) cs[s] = 0.f;
-    k.softplus(Lp, cs, dt);
-    float run = 0.f;
-    for (int64_t s = 0; s < Lc; s++) {
-      run += dt[s] * A;
-      cs[s] = run;
-    }
+    for (int64_t s = 0; s < Lc; s++) w[s] = dt_raw[(r0 + s) * lddt + h] + dt_bias[h];
+    for (int64_t s = Lc; s < Lp; s++) w[s] = 0.f;
+    k.softplus(Lp, w, dt);
+    double run = 0.0;
+    for (int64_t s = 0; s < Lc; s++) cs[s] = run += double(dt[s]) * double(A);
     for (int64_t s = Lc; s < Lp + 8; s++) dt[s] = 0.f, cs[s] = run;  // padding for SIMD reads
-    const float cs_last = cs[Lc - 1];
-    // e_s: decay from the chunk start to s; w_s: dt_s times the decay from s to the end.
     k.chunk_decays(Lc, cs, dt, e, w);
 
     // This head's x, packed to [Lc, Pp]. Its slice of a row is a few cache lines in a long
@@ -581,8 +594,8 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
     //   St = exp(cs_last) St + B^T (w o X).
     for (int64_t s = 0; s < Lc; s++)
       for (int64_t p = 0; p < P; p++) xc[s * Pp + p] *= w[s];
-    k.gemm(N, Pp, Lc, bt, ldq, 1, xc, Pp, St, Pp,
-           state_zero ? 0.f : std::exp(std::min(cs_last, 0.f)), nullptr);
+    k.gemm(N, Pp, Lc, bt, ldq, 1, xc, Pp, St, Pp, state_zero ? 0.f : decay(cs[Lc - 1]),
+           nullptr);
 
     if (c == nchunks - 1) {  // the final state (state_out may alias state_in: read already)
       float* S = state_out + (b * H + h) * P * N;
@@ -591,34 +604,37 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
     }
   };
 
-  for (int64_t c0 = 0; c0 < nchunks; c0 += window) {
-    const int64_t nc = std::min(window, nchunks - c0);
+  for (int64_t b0 = 0; b0 < Bn; b0 += nb) {
+    const int64_t nbb = std::min(nb, Bn - b0);
+    for (int64_t c0 = 0; c0 < nchunks; c0 += window) {
+      const int64_t nc = std::min(window, nchunks - c0);
 
-    // Phase 1: per (sequence, group, chunk), pack B^T [N, Q] and compute C B^T [Q, Q] (only
-    // its lower triangle is used). Every head of the group reuses both.
-    for_each_task(pool, Bn * G * nc, [&](int64_t task, int) {
-      const int64_t b = task / (G * nc), g = task / nc % G, c = c0 + task % nc;
-      const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
-      float* cb = shared.p + task * per_chunk;
-      float* bt = cb + Q * ldq;
-      const float* Bc = Bm + r0 * ldb + g * N;
-      for (int64_t s0 = 0; s0 < Lc; s0 += 8) {  // transpose in 8-token strips
-        const int64_t s1 = std::min(s0 + 8, Lc);
+      // Phase 1: per (sequence, group, chunk), pack B^T [N, Q] and compute C B^T [Q, Q] (only
+      // its lower triangle is used). Every head of the group reuses both.
+      for_each_task(pool, nbb * G * nc, [&](int64_t task, int) {
+        const int64_t b = b0 + task / (G * nc), g = task / nc % G, c = c0 + task % nc;
+        const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
+        float* cb = shared.p + task * per_chunk;
+        float* bt = cb + Q * ldq;
+        const float* Bc = Bm + r0 * ldb + g * N;
+        for (int64_t s0 = 0; s0 < Lc; s0 += 8) {  // transpose in 8-token strips
+          const int64_t s1 = std::min(s0 + 8, Lc);
+          for (int64_t n = 0; n < N; n++)
+            for (int64_t s = s0; s < s1; s++) bt[n * ldq + s] = Bc[s * ldb + n];
+        }
         for (int64_t n = 0; n < N; n++)
-          for (int64_t s = s0; s < s1; s++) bt[n * ldq + s] = Bc[s * ldb + n];
-      }
-      for (int64_t n = 0; n < N; n++)
-        for (int64_t s = Lc; s < Lp; s++) bt[n * ldq + s] = 0.f;
-      k.gemm(Lc, Lp, N, Cm + r0 * ldc + g * N, ldc, 1, bt, ldq, cb, ldq, 0.f, nullptr,
-             Tri::kLowerC);
-    });
-
-    // Phase 2: chunk by chunk, every (sequence, head) in parallel. Going chunk-major keeps
-    // the chunk's rows of x, y, B and C (and their pages) in cache while all heads use them.
-    for (int64_t c = c0; c < c0 + nc; c++)
-      for_each_task(pool, Bn * H, [&](int64_t task, int thread) {
-        chunk_step(task / H, task % H, c, c0, nc, scratch[size_t(thread)]);
+          for (int64_t s = Lc; s < Lp; s++) bt[n * ldq + s] = 0.f;
+        k.gemm(Lc, Lp, N, Cm + r0 * ldc + g * N, ldc, 1, bt, ldq, cb, ldq, 0.f, nullptr,
+               Tri::kLowerC);
       });
+
+      // Phase 2: chunk by chunk, every (sequence, head) in parallel. Going chunk-major keeps
+      // the chunk's rows of x, y, B and C (and their pages) in cache while all heads use them.
+      for (int64_t c = c0; c < c0 + nc; c++)
+        for_each_task(pool, nbb * H, [&](int64_t task, int thread) {
+          chunk_step(b0 + task / H, task % H, c, b0, c0, nc, scratch[size_t(thread)]);
+        });
+    }
   }
 }
 
@@ -630,8 +646,9 @@ void ssd_step(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
               float* state, float* y) {
   const Kernels k{use_avx2()};
   const int64_t H = dims.H, P = dims.P, N = dims.N, heads_per_group = dims.H / dims.G;
-  // One (sequence, head) is 4*P*N bytes of state (32 KiB for P=64, N=128): enough work to be
-  // worth a task, and each thread's share stays in its own cache from token to token.
+  // One (sequence, head) is 4*P*N bytes of state (32 KiB for P=64, N=128), streamed once per
+  // token: the step is bound by memory, and static blocks keep each thread's share of the
+  // state in its own cache from one token to the next.
   pool.parallel_for(dims.B * H, [&](int64_t begin, int64_t end, int) {
     for (int64_t t = begin; t < end; t++) {
       const int64_t b = t / H, h = t % H, g = h / heads_per_group;
