@@ -194,17 +194,19 @@ TAIPAN_AVX2 inline void transpose8x8(__m256 r[8]) {
 // gemv_tile computes an R x MB block of y (R rows of W against MB rows of x) as R*MB dot
 // products over the full K. The MB x vectors for the current 8 k's sit in registers and each
 // converted W vector is used MB times, so a tile needs R*MB accumulators + MB + 1 of the 16
-// ymm registers. Shapes used: 4x1 and 4x2 (4 or 8 independent FMA chains; with M <= 2 the
-// loop is far from compute bound anyway) and 2x3, 2x4 (6 or 8 accumulators + 3 or 4 x).
+// ymm registers. Shapes used (measured in L1 on Zen3, where FMA needs ~10 independent chains
+// to reach its 2 per cycle): 6x1 and 6x2 for M <= 2 (memory bound anyway), 3x3 and 3x4 (9 or
+// 12 accumulators, ~80% of FMA peak for f32; 2x4 reached only ~55%), so M = 5..8 (two x
+// groups) stays near DRAM speed too.
 //
-// Memory: W is walked in blocks of kRowBlock = 4 consecutive rows (one contiguous range of
-// 4*K weights). All x row groups are applied to a block while it is in L1, so DRAM sees each
-// weight once whatever M is. While a block is computed, the next block is software-
+// Memory: W is walked in blocks of kRowBlock = 6 consecutive rows (one contiguous range of
+// 6*K weights). All x row groups are applied to a block while it is in L1/L2, so DRAM sees
+// each weight once whatever M is. While a block is computed, the next block is software-
 // prefetched, spread evenly over the block's k loops: the hardware prefetcher alone ramps up
-// too slowly on 4 interleaved row streams that are only K*2 bytes long (bf16 decode reached
-// ~15 GB/s without this, ~21 with it, against ~22 for a plain streaming read).
+// too slowly on several interleaved row streams that are only K*2 bytes long (bf16 decode
+// reached ~15 GB/s without this, ~21 with it, against ~22 for a plain streaming read).
 
-constexpr int64_t kRowBlock = 4;
+constexpr int64_t kRowBlock = 6;
 
 // Spreads `lines` cache-line prefetches starting at `p` evenly over `steps` loop iterations
 // (Bresenham style: no division in the loop).
@@ -256,23 +258,23 @@ TAIPAN_AVX2 void gemv_tile(int64_t K, const float* x, int64_t ldx, const void* W
         y[m * ldy + r] += x[m * ldx + kk] * load_w1<WT>(W, (row0 + r) * K + kk);
 }
 
-// A full block of 4 rows (starting at row n) against x rows [m, m + mb), mb <= 4, as one or
-// two tiles; the prefetch lines assigned to this group are split between the tiles.
+// A full block of kRowBlock = 6 rows (starting at row n) against x rows [m, m + mb), mb <= 4,
+// as one or two tiles; the prefetch lines assigned to this group are split between them.
 template <DType WT>
 TAIPAN_AVX2 void gemv_block_group(int64_t K, const float* x, int64_t ldx, const void* W,
                                   int64_t n, float* y, int64_t ldy, int64_t mb,
                                   const char* pf, int64_t pf_lines) {
   const int64_t half = pf_lines / 2;
   switch (mb) {
-    case 1: gemv_tile<WT, 4, 1>(K, x, ldx, W, n, y, ldy, pf, pf_lines); break;
-    case 2: gemv_tile<WT, 4, 2>(K, x, ldx, W, n, y, ldy, pf, pf_lines); break;
+    case 1: gemv_tile<WT, 6, 1>(K, x, ldx, W, n, y, ldy, pf, pf_lines); break;
+    case 2: gemv_tile<WT, 6, 2>(K, x, ldx, W, n, y, ldy, pf, pf_lines); break;
     case 3:
-      gemv_tile<WT, 2, 3>(K, x, ldx, W, n, y, ldy, pf, half);
-      gemv_tile<WT, 2, 3>(K, x, ldx, W, n + 2, y + 2, ldy, pf + half * 64, pf_lines - half);
+      gemv_tile<WT, 3, 3>(K, x, ldx, W, n, y, ldy, pf, half);
+      gemv_tile<WT, 3, 3>(K, x, ldx, W, n + 3, y + 3, ldy, pf + half * 64, pf_lines - half);
       break;
     default:
-      gemv_tile<WT, 2, 4>(K, x, ldx, W, n, y, ldy, pf, half);
-      gemv_tile<WT, 2, 4>(K, x, ldx, W, n + 2, y + 2, ldy, pf + half * 64, pf_lines - half);
+      gemv_tile<WT, 3, 4>(K, x, ldx, W, n, y, ldy, pf, half);
+      gemv_tile<WT, 3, 4>(K, x, ldx, W, n + 3, y + 3, ldy, pf + half * 64, pf_lines - half);
       break;
   }
 }
@@ -296,7 +298,7 @@ TAIPAN_AVX2 void gemv_range(int64_t M, int64_t n0, int64_t n1, int64_t K, const 
                            std::min<int64_t>(4, M - m), next + l0 * 64, l1 - l0);
     }
   }
-  // The last N % 4 rows (only in the last thread's range), one at a time.
+  // The last N % kRowBlock rows (only in the last thread's range), one at a time.
   for (; n < n1; n++) {
     for (int64_t m = 0; m < M; m += 4) {
       const float* xm = x + m * ldx;

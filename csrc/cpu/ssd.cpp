@@ -14,9 +14,9 @@
 // the token-by-token recurrence instead streams the whole state through the cache per token.
 //
 // Layout of the work:
-//  * Phase 1, parallel over (sequence, group, chunk): C B^T for the chunk (shared by all the
-//    heads of the group) and B^T packed for step 2. Long sequences are processed in windows
-//    of chunks so this scratch stays bounded.
+//  * Phase 1, parallel over (sequence, group, chunk): C B^T for the chunk, and B^T and C
+//    packed contiguously, all shared by the heads of the group. Sequences are processed in
+//    blocks, and long ones in windows of chunks, so this scratch stays bounded.
 //  * Phase 2, chunk by chunk, parallel over (sequence, head): the four steps for that chunk.
 //    The state carried between chunks is kept transposed ([N, P]) so that every product reads
 //    its right-hand operand as contiguous rows.
@@ -126,22 +126,17 @@ enum class Tri {
 void gemm_portable(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa, int64_t csa,
                    const float* b, int64_t ldb, float* c, int64_t ldc, float beta,
                    const float* rs, Tri tri, int64_t row0) {
-  std::vector<float> acc(size_t(std::max<int64_t>(n, 1)));
   for (int64_t i = 0; i < m; i++) {
     const int64_t ki = tri == Tri::kCausalA ? std::min(K, row0 + i + 1) : K;
     const int64_t ni = tri == Tri::kLowerC ? std::min(n, i + 1) : n;
-    std::fill(acc.begin(), acc.begin() + ni, 0.f);
-    for (int64_t k = 0; k < ki; k++) {
-      const float aik = a[i * rsa + k * csa];
-      const float* bk = b + k * ldb;
-      for (int64_t j = 0; j < ni; j++) acc[j] += aik * bk[j];
-    }
     const float s = rs ? rs[i] : 1.f;
     float* ci = c + i * ldc;
-    if (beta == 0.f)
-      for (int64_t j = 0; j < ni; j++) ci[j] = s * acc[j];
-    else
-      for (int64_t j = 0; j < ni; j++) ci[j] = beta * ci[j] + s * acc[j];
+    for (int64_t j = 0; j < ni; j++) ci[j] = beta == 0.f ? 0.f : beta * ci[j];
+    for (int64_t k = 0; k < ki; k++) {
+      const float aik = s * a[i * rsa + k * csa];
+      const float* bk = b + k * ldb;
+      for (int64_t j = 0; j < ni; j++) ci[j] += aik * bk[j];
+    }
   }
 }
 
@@ -497,11 +492,11 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
   // The intra-chunk matrix is built kRowBlock rows at a time, so it stays in L1/L2.
   constexpr int64_t kRowBlock = 8 * kMR;
 
-  // Phase 1's scratch (C B^T and B^T per sequence, group and chunk) is bounded to about
+  // Phase 1's scratch (C B^T, B^T and C per sequence, group and chunk) is bounded to about
   // 16 MiB however many and long the sequences: they are processed in blocks of `nb`
   // sequences, and each block in windows of `window` chunks.
-  const int64_t per_chunk = Q * ldq + N * ldq;  // C B^T, then B^T
-  const int64_t budget = int64_t(4) << 20;       // floats
+  const int64_t per_chunk = Q * ldq + N * ldq + Q * N;  // C B^T, then B^T, then C
+  const int64_t budget = int64_t(4) << 20;              // floats
   const int64_t nb = std::clamp<int64_t>(budget / (G * per_chunk), 1, Bn);
   const int64_t window = std::clamp<int64_t>(budget / (nb * G * per_chunk), 1, nchunks);
   Buf<float> shared(nb * G * window * per_chunk);
@@ -529,6 +524,7 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
     const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
     const float* cb = shared.p + (((b - b0) * G + g) * nc + (c - c0)) * per_chunk;
     const float* bt = cb + Q * ldq;
+    const float* cc = bt + N * ldq;
     float* St = states.p + ((b - b0) * H + h) * N * Pp;
     float *xc = sc.xc.p, *Y = sc.Y.p, *M = sc.M.p;
     float *dt = sc.dt.p, *e = sc.e.p, *w = sc.w.p, *u = sc.u.p;
@@ -570,7 +566,7 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
     if (state_zero)
       std::memset(Y, 0, size_t(Lc * Pp) * sizeof(float));
     else
-      k.gemm(Lc, Pp, N, Cm + r0 * ldc + g * N, ldc, 1, St, Pp, Y, Pp, 0.f, e);
+      k.gemm(Lc, Pp, N, cc, N, 1, St, Pp, Y, Pp, 0.f, e);
 
     // Step 1 (intra-chunk, the diagonal block): each token acting on the later tokens of its
     // chunk, a causal attention-like product Y += (C B^T o decay o dt) X, by row blocks.
@@ -609,23 +605,29 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
     for (int64_t c0 = 0; c0 < nchunks; c0 += window) {
       const int64_t nc = std::min(window, nchunks - c0);
 
-      // Phase 1: per (sequence, group, chunk), pack B^T [N, Q] and compute C B^T [Q, Q] (only
-      // its lower triangle is used). Every head of the group reuses both.
+      // Phase 1: per (sequence, group, chunk), pack B^T [N, Q] and C [Q, N] contiguously and
+      // compute C B^T [Q, Q] (only its lower triangle is used). Every head of the group
+      // reuses all three.
       for_each_task(pool, nbb * G * nc, [&](int64_t task, int) {
         const int64_t b = b0 + task / (G * nc), g = task / nc % G, c = c0 + task % nc;
         const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
         float* cb = shared.p + task * per_chunk;
         float* bt = cb + Q * ldq;
+        float* cc = bt + N * ldq;
         const float* Bc = Bm + r0 * ldb + g * N;
-        for (int64_t s0 = 0; s0 < Lc; s0 += 8) {  // transpose in 8-token strips
+        const float* Cc = Cm + r0 * ldc + g * N;
+        for (int64_t s0 = 0; s0 < Lc; s0 += 8) {  // in strips of 8 tokens
           const int64_t s1 = std::min(s0 + 8, Lc);
+          for (int64_t s = s0; s < s1; s++) {
+            if (s + 8 < Lc) prefetch(Bc + (s + 8) * ldb, N, false), prefetch(Cc + (s + 8) * ldc, N, false);
+            std::memcpy(cc + s * N, Cc + s * ldc, size_t(N) * sizeof(float));
+          }
           for (int64_t n = 0; n < N; n++)
             for (int64_t s = s0; s < s1; s++) bt[n * ldq + s] = Bc[s * ldb + n];
         }
         for (int64_t n = 0; n < N; n++)
           for (int64_t s = Lc; s < Lp; s++) bt[n * ldq + s] = 0.f;
-        k.gemm(Lc, Lp, N, Cm + r0 * ldc + g * N, ldc, 1, bt, ldq, cb, ldq, 0.f, nullptr,
-               Tri::kLowerC);
+        k.gemm(Lc, Lp, N, cc, N, 1, bt, ldq, cb, ldq, 0.f, nullptr, Tri::kLowerC);
       });
 
       // Phase 2: chunk by chunk, every (sequence, head) in parallel. Going chunk-major keeps
