@@ -5,10 +5,10 @@
 //
 // The model runs this in two very different regimes, so there are two AVX2 algorithms:
 //
-//   * Decode (M <= kGemvMaxM, a handful of tokens): the work is ~1 FMA per weight, so the
-//     time is the time to read W from DRAM once. gemv_* walks W row block by row block,
-//     converts each weight to fp32 in registers, and applies it to every x row while it is
-//     still in L1. The two threads split N.
+//   * Decode and short inputs (M <= kGemvMaxM): for a few tokens the work is ~M FMAs per
+//     weight, so the time is the time to read W from DRAM once. gemv_* walks W in blocks of
+//     rows, converts each weight to fp32 in registers, and applies it to every x row while
+//     it is still in L1. The two threads split N.
 //
 //   * Prefill (larger M): compute bound. gemm_packed_* is a GotoBLAS/BLIS-style blocked
 //     GEMM: W is packed (and converted to fp32) into K-blocked panels of 16 columns, x into
@@ -24,7 +24,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 
 #include "kernels.h"
 
@@ -41,9 +40,11 @@ namespace {
 
 // ---- Tuning constants ---------------------------------------------------------------------
 
-// Largest M handled by the GEMV (decode) path; above it the packed GEMM wins because it
-// reuses each W value from registers 6 times and each x value 16 times.
-constexpr int64_t kGemvMaxM = 8;
+// Largest M handled by the GEMV path. The packed GEMM has the faster inner loop but first has
+// to convert and transpose all of W, which only pays off once there are enough rows of x:
+// with weights coming from DRAM (as in a real forward pass) the two cross over at M ~ 40-56
+// for the model's shapes on Zen3.
+constexpr int64_t kGemvMaxM = 48;
 // Below this many multiply-adds one thread does the whole GEMM: waking the second thread
 // costs a few microseconds, more than the work.
 constexpr int64_t kSerialFmas = 1 << 15;
@@ -72,16 +73,7 @@ class Scratch {
   size_t n_ = 0;
 };
 
-// Scalar load of weight W[i] as fp32, used by the portable path and by the edges of the
-// vector paths.
-inline float load_w1(const void* W, DType wdt, int64_t i) {
-  switch (wdt) {
-    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(W)[i]);
-    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(W)[i]);
-    default: return static_cast<const float*>(W)[i];
-  }
-}
-
+// Scalar load of weight W[i] as fp32 (the portable path, and the edges of the vector paths).
 template <DType WT>
 inline float load_w1(const void* W, int64_t i) {
   if constexpr (WT == DType::F16) return f16_to_f32(static_cast<const uint16_t*>(W)[i]);
@@ -107,21 +99,22 @@ inline float dot_portable(const float* a, const float* b, int64_t K) {
   return t;
 }
 
+template <DType WT>
 void gemm_portable_range(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x,
-                         int64_t ldx, const void* W, DType wdt, float* y, int64_t ldy) {
-  constexpr int64_t kRows = 4;   // W rows converted at a time
+                         int64_t ldx, const void* W, float* y, int64_t ldy) {
+  constexpr int64_t kRows = 4;     // W rows converted at a time
   constexpr int64_t kMBlock = 64;  // x rows per pass over a W block: 64*K floats stay in L2
   static thread_local Scratch buf;
-  float* wf = (wdt == DType::F32) ? nullptr : buf.get(size_t(kRows * K));
+  float* wf = WT == DType::F32 ? nullptr : buf.get(size_t(kRows * K));
   for (int64_t m0 = 0; m0 < M; m0 += kMBlock) {
     const int64_t m1 = std::min(M, m0 + kMBlock);
     for (int64_t n = n0; n < n1; n += kRows) {
       const int64_t rows = std::min(kRows, n1 - n);
       const float* wr;
-      if (wdt == DType::F32) {
+      if constexpr (WT == DType::F32) {
         wr = static_cast<const float*>(W) + n * K;
       } else {
-        for (int64_t i = 0; i < rows * K; i++) wf[i] = load_w1(W, wdt, n * K + i);
+        for (int64_t i = 0; i < rows * K; i++) wf[i] = load_w1<WT>(W, n * K + i);
         wr = wf;
       }
       for (int64_t m = m0; m < m1; m++)
@@ -131,14 +124,16 @@ void gemm_portable_range(int64_t M, int64_t n0, int64_t n1, int64_t K, const flo
   }
 }
 
+template <DType WT>
 void gemm_portable(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x,
-                   int64_t ldx, const void* W, DType wdt, float* y, int64_t ldy) {
+                   int64_t ldx, const void* W, float* y, int64_t ldy) {
   if (M * N * K <= kSerialFmas || pool.size() == 1) {
-    gemm_portable_range(M, 0, N, K, x, ldx, W, wdt, y, ldy);
+    gemm_portable_range<WT>(M, 0, N, K, x, ldx, W, y, ldy);
     return;
   }
   pool.parallel_for(
-      N, [&](int64_t b, int64_t e, int) { gemm_portable_range(M, b, e, K, x, ldx, W, wdt, y, ldy); },
+      N,
+      [&](int64_t b, int64_t e, int) { gemm_portable_range<WT>(M, b, e, K, x, ldx, W, y, ldy); },
       4);
 }
 
@@ -154,7 +149,8 @@ TAIPAN_AVX2 inline __m256 load_w8(const void* W, int64_t i) {
   if constexpr (WT == DType::F32) {
     return _mm256_loadu_ps(static_cast<const float*>(W) + i);
   } else {
-    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(W) + i));
+    const uint16_t* p = static_cast<const uint16_t*>(W) + i;
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     if constexpr (WT == DType::F16) return _mm256_cvtph_ps(h);
     else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   }
@@ -212,10 +208,10 @@ constexpr int64_t kRowBlock = 6;
 // (Bresenham style: no division in the loop).
 struct PrefetchSpread {
   const char* p;
-  int64_t lines, steps, acc = 0;
+  int64_t lines, steps, acc = 0;  // lines >= 0, steps >= 1
   TAIPAN_AVX2 inline void step() {
     acc += lines;
-    while (acc >= steps && lines > 0) {
+    while (acc >= steps) {
       _mm_prefetch(p, _MM_HINT_T0);
       p += 64;
       acc -= steps;
@@ -258,24 +254,15 @@ TAIPAN_AVX2 void gemv_tile(int64_t K, const float* x, int64_t ldx, const void* W
         y[m * ldy + r] += x[m * ldx + kk] * load_w1<WT>(W, (row0 + r) * K + kk);
 }
 
-// A full block of kRowBlock = 6 rows (starting at row n) against x rows [m, m + mb), mb <= 4,
-// as one or two tiles; the prefetch lines assigned to this group are split between them.
+// x rows [m, m + mb), mb = 1..4, against 3 rows of W starting at row n.
 template <DType WT>
-TAIPAN_AVX2 void gemv_block_group(int64_t K, const float* x, int64_t ldx, const void* W,
-                                  int64_t n, float* y, int64_t ldy, int64_t mb,
-                                  const char* pf, int64_t pf_lines) {
-  const int64_t half = pf_lines / 2;
+TAIPAN_AVX2 void gemv_tile3(int64_t K, const float* x, int64_t ldx, const void* W, int64_t n,
+                            float* y, int64_t ldy, int64_t mb, const char* pf, int64_t pf_lines) {
   switch (mb) {
-    case 1: gemv_tile<WT, 6, 1>(K, x, ldx, W, n, y, ldy, pf, pf_lines); break;
-    case 2: gemv_tile<WT, 6, 2>(K, x, ldx, W, n, y, ldy, pf, pf_lines); break;
-    case 3:
-      gemv_tile<WT, 3, 3>(K, x, ldx, W, n, y, ldy, pf, half);
-      gemv_tile<WT, 3, 3>(K, x, ldx, W, n + 3, y + 3, ldy, pf + half * 64, pf_lines - half);
-      break;
-    default:
-      gemv_tile<WT, 3, 4>(K, x, ldx, W, n, y, ldy, pf, half);
-      gemv_tile<WT, 3, 4>(K, x, ldx, W, n + 3, y + 3, ldy, pf + half * 64, pf_lines - half);
-      break;
+    case 1: gemv_tile<WT, 3, 1>(K, x, ldx, W, n, y, ldy, pf, pf_lines); break;
+    case 2: gemv_tile<WT, 3, 2>(K, x, ldx, W, n, y, ldy, pf, pf_lines); break;
+    case 3: gemv_tile<WT, 3, 3>(K, x, ldx, W, n, y, ldy, pf, pf_lines); break;
+    default: gemv_tile<WT, 3, 4>(K, x, ldx, W, n, y, ldy, pf, pf_lines); break;
   }
 }
 
@@ -284,18 +271,31 @@ template <DType WT>
 TAIPAN_AVX2 void gemv_range(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x,
                             int64_t ldx, const void* W, float* y, int64_t ldy) {
   constexpr int64_t kElem = WT == DType::F32 ? 4 : 2;
-  const int64_t groups = (M + 3) / 4;
+  const int64_t groups = (M + 3) / 4;  // x rows in groups of up to 4
   int64_t n = n0;
   for (; n + kRowBlock <= n1; n += kRowBlock) {
-    // The next block of this thread's range, as whole cache lines, split across the groups.
+    // The next block of this thread's range, as whole cache lines; every tile computed on
+    // this block prefetches an equal share of it.
     const char* next = static_cast<const char*>(W) + (n + kRowBlock) * K * kElem;
-    const int64_t next_rows = std::min(kRowBlock, n1 - n - kRowBlock);
+    const int64_t next_rows = std::max<int64_t>(0, std::min(kRowBlock, n1 - n - kRowBlock));
     const int64_t lines = (next_rows * K * kElem + 63) / 64;
-    for (int64_t g = 0; g < groups; g++) {
-      const int64_t l0 = lines * g / groups, l1 = lines * (g + 1) / groups;
-      const int64_t m = g * 4;
-      gemv_block_group<WT>(K, x + m * ldx, ldx, W, n, y + m * ldy + n, ldy,
-                           std::min<int64_t>(4, M - m), next + l0 * 64, l1 - l0);
+    if (M == 1) {
+      gemv_tile<WT, 6, 1>(K, x, ldx, W, n, y + n, ldy, next, lines);
+    } else if (M == 2) {
+      gemv_tile<WT, 6, 2>(K, x, ldx, W, n, y + n, ldy, next, lines);
+    } else {
+      // Two halves of 3 rows, each applied to every x group before moving on: 3 rows of W
+      // (up to 24 KiB of fp32 for K = 2048) stay in L1 while the x groups cycle through.
+      const int64_t tiles = 2 * groups;
+      int64_t t = 0;
+      for (int64_t half = 0; half < kRowBlock; half += 3) {
+        for (int64_t g = 0; g < groups; g++, t++) {
+          const int64_t l0 = lines * t / tiles, l1 = lines * (t + 1) / tiles;
+          const int64_t m = g * 4;
+          gemv_tile3<WT>(K, x + m * ldx, ldx, W, n + half, y + m * ldy + n + half, ldy,
+                         std::min<int64_t>(4, M - m), next + l0 * 64, l1 - l0);
+        }
+      }
     }
   }
   // The last N % kRowBlock rows (only in the last thread's range), one at a time.
@@ -334,8 +334,9 @@ void gemv_avx2(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x
 //
 // Micro-tile MR x NR = 6 x 16: 12 ymm accumulators, 2 ymm for the B row and 1 for the
 // broadcast A value = 15 of the 16 ymm registers. Each k step does 2 vector loads + 6
-// broadcasts for 12 FMAs, well within Zen3's 2 FMA and 3 load ports per cycle, and the 12
-// independent accumulators cover the 4-cycle FMA latency x 2 pipes.
+// broadcasts for 12 FMAs, within Zen3's 2 FMA and 3 load ports per cycle, and the 12
+// independent accumulators cover the FMA latency (measured: ~10 chains keep both FMA pipes
+// busy). In isolation this kernel runs at ~88% of the FMA peak.
 //
 // Cache blocking (per core: 32 KiB L1d, 512 KiB L2; 32 MiB shared L3):
 //   KC = 256: one packed B micro-panel (KC x 16 fp32 = 16 KiB) stays in L1 while the
@@ -356,14 +357,24 @@ static_assert(kMC % kMR == 0 && kNC % kNR == 0, "blocks must hold whole micro-pa
 template <DType WT>
 TAIPAN_AVX2 void pack_b(const void* W, int64_t K, int64_t n0, int64_t nc, int64_t k0, int64_t kc,
                         float* Bp) {
+  constexpr int64_t kElem = WT == DType::F32 ? 4 : 2;
+  const char* wbytes = static_cast<const char*>(W);
   for (int64_t p = 0; p < nc; p += kNR, Bp += kc * kNR) {
     const int64_t cols = std::min<int64_t>(kNR, nc - p);
     const int64_t row = n0 + p;  // first W row of this panel
+    // W is read here in 16 short row segments at a time, which the hardware prefetcher
+    // handles poorly; prefetch the same segments of the next panel's rows as we go.
+    const bool prefetch_next = p + 2 * kNR <= nc;
     int64_t k = 0;
     if (cols == kNR) {
       for (; k + 8 <= kc; k += 8) {
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
+          if (prefetch_next && ((k0 + k) * kElem) % 64 == 0) {
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+              _mm_prefetch(wbytes + ((row + kNR + h * 8 + i) * K + k0 + k) * kElem, _MM_HINT_T0);
+          }
           __m256 r[8];
 #pragma GCC unroll 8
           for (int i = 0; i < 8; i++) r[i] = load_w8<WT>(W, (row + h * 8 + i) * K + k0 + k);
@@ -406,6 +417,10 @@ TAIPAN_AVX2 void pack_a(const float* x, int64_t ldx, int64_t m0, int64_t mc, int
   }
 }
 
+TAIPAN_AVX2 inline __m256 add_loaded(__m256 v, const float* p) {
+  return _mm256_add_ps(v, _mm256_loadu_ps(p));
+}
+
 // The 6x16 micro-kernel: C[0..6, 0..16) (+)= Ap-panel * Bp-panel over kc steps. With
 // accumulate = false C is overwritten (first K block), else added to.
 TAIPAN_AVX2 void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc,
@@ -416,6 +431,15 @@ TAIPAN_AVX2 void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float*
   __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
   __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
   __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  // The C tile (6 rows of 64 bytes, up to 2 lines each) usually lives in L3 by the time we
+  // come back to it; start fetching it now so the update at the end does not stall.
+  if (accumulate) {
+#pragma GCC unroll 6
+    for (int i = 0; i < kMR; i++) {
+      _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + kNR - 1), _MM_HINT_T0);
+    }
+  }
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; k++) {
     const __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
@@ -442,12 +466,12 @@ TAIPAN_AVX2 void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float*
     Bp += kNR;
   }
   if (accumulate) {
-    c00 = _mm256_add_ps(c00, _mm256_loadu_ps(C + 0 * ldc)), c01 = _mm256_add_ps(c01, _mm256_loadu_ps(C + 0 * ldc + 8));
-    c10 = _mm256_add_ps(c10, _mm256_loadu_ps(C + 1 * ldc)), c11 = _mm256_add_ps(c11, _mm256_loadu_ps(C + 1 * ldc + 8));
-    c20 = _mm256_add_ps(c20, _mm256_loadu_ps(C + 2 * ldc)), c21 = _mm256_add_ps(c21, _mm256_loadu_ps(C + 2 * ldc + 8));
-    c30 = _mm256_add_ps(c30, _mm256_loadu_ps(C + 3 * ldc)), c31 = _mm256_add_ps(c31, _mm256_loadu_ps(C + 3 * ldc + 8));
-    c40 = _mm256_add_ps(c40, _mm256_loadu_ps(C + 4 * ldc)), c41 = _mm256_add_ps(c41, _mm256_loadu_ps(C + 4 * ldc + 8));
-    c50 = _mm256_add_ps(c50, _mm256_loadu_ps(C + 5 * ldc)), c51 = _mm256_add_ps(c51, _mm256_loadu_ps(C + 5 * ldc + 8));
+    c00 = add_loaded(c00, C + 0 * ldc), c01 = add_loaded(c01, C + 0 * ldc + 8);
+    c10 = add_loaded(c10, C + 1 * ldc), c11 = add_loaded(c11, C + 1 * ldc + 8);
+    c20 = add_loaded(c20, C + 2 * ldc), c21 = add_loaded(c21, C + 2 * ldc + 8);
+    c30 = add_loaded(c30, C + 3 * ldc), c31 = add_loaded(c31, C + 3 * ldc + 8);
+    c40 = add_loaded(c40, C + 4 * ldc), c41 = add_loaded(c41, C + 4 * ldc + 8);
+    c50 = add_loaded(c50, C + 5 * ldc), c51 = add_loaded(c51, C + 5 * ldc + 8);
   }
   _mm256_storeu_ps(C + 0 * ldc, c00), _mm256_storeu_ps(C + 0 * ldc + 8, c01);
   _mm256_storeu_ps(C + 1 * ldc, c10), _mm256_storeu_ps(C + 1 * ldc + 8, c11);
@@ -491,8 +515,10 @@ TAIPAN_AVX2 void gemm_packed_range(int64_t m0, int64_t m1, int64_t n0, int64_t n
             } else {  // edge tile: compute the full tile aside, keep the valid part
               micro_6x16(kc, Ap + ir * kc, Bp + jr * kc, edge, kNR, false);
               for (int64_t i = 0; i < mr; i++)
-                for (int64_t j = 0; j < nr; j++)
-                  C[i * ldy + j] = accumulate ? C[i * ldy + j] + edge[i * kNR + j] : edge[i * kNR + j];
+                for (int64_t j = 0; j < nr; j++) {
+                  const float v = edge[i * kNR + j];
+                  C[i * ldy + j] = accumulate ? C[i * ldy + j] + v : v;
+                }
             }
           }
         }
@@ -551,7 +577,11 @@ void gemm(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x, int
     }
   }
 #endif
-  gemm_portable(pool, M, N, K, x, ldx, W, wdt, y, ldy);
+  switch (wdt) {
+    case DType::F16: gemm_portable<DType::F16>(pool, M, N, K, x, ldx, W, y, ldy); return;
+    case DType::BF16: gemm_portable<DType::BF16>(pool, M, N, K, x, ldx, W, y, ldy); return;
+    default: gemm_portable<DType::F32>(pool, M, N, K, x, ldx, W, y, ldy); return;
+  }
 }
 
 }  // namespace taipan::cpu
