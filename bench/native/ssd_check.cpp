@@ -239,9 +239,10 @@ void check_steps(ThreadPool& pool, Tally& tally, int64_t H, int64_t P, int64_t N
       e_self = std::max(e_self, rel_err(y_step.data(), ys.data(), ys.size()));
     }
     char desc[160];
-    std::snprintf(desc, sizeof desc, "H=%lld P=%lld N=%lld L=%lld B=%lld G=%lld k=%lld chunk=%lld %s",
-                  (long long)H, (long long)P, (long long)N, (long long)L, (long long)Bn,
-                  (long long)G, (long long)k, (long long)chunk, portable ? "portable" : "avx2");
+    std::snprintf(desc, sizeof desc,
+                  "H=%lld P=%lld N=%lld L=%lld B=%lld G=%lld k=%lld chunk=%lld %s", (long long)H,
+                  (long long)P, (long long)N, (long long)L, (long long)Bn, (long long)G,
+                  (long long)k, (long long)chunk, portable ? "portable" : "avx2");
     tally.add("step-vs-ref", desc, e_ref, rel_err(state.data(), S_ref.data(), ns), kTol);
     tally.add("scan==prefix+steps", desc, e_self, rel_err(state.data(), s_full.data(), ns),
               kTolSelf, true);

@@ -21,26 +21,27 @@
 //    The state carried between chunks is kept transposed ([N, P]) so that every product reads
 //    its right-hand operand as contiguous rows.
 //
-// Precision: the cumulative sums are accumulated and kept in double, and every decay exponent
-// cs_l - cs_s is formed in double before rounding to fp32 for exp(min(., 0)). With fp32
-// cumsums the exponent's error is an ulp of |cs| (which reaches hundreds within a chunk of
-// 256), giving ~1e-4 relative errors in y; this way y matches the recurrence to ~1e-5.
+// Precision: dt, the decays and all products are fp32, but the cumulative sums of dt*A are
+// accumulated and kept in double, and every decay exponent cs_l - cs_s is formed in double
+// before rounding to fp32 for exp(min(., 0)). With fp32 cumsums (as in mamba_ssm's kernels)
+// the exponent carries an error of about an ulp of |cs|, which reaches hundreds within a
+// chunk of 256: ~2e-4 relative error in y on realistic inputs, ~5e-3 with very large dt.
+// This way y matches the recurrence to ~1e-5, for a few more instructions per exponential.
 //
 // All matrix products go through one routine, gemm(), whose AVX2 form is a register-blocked
 // 6 x 16 FMA micro-kernel: c = beta*c + diag(row_scale) * A*B, where A is read by
-// broadcasting single elements through arbitrary strides (so C, B^T and the decay matrix are
-// used in place) and B is row-major with a row length padded to a multiple of 8.
+// broadcasting single elements through arbitrary strides (so A needs no repacking, whichever
+// way round it is stored) and B is row-major with a row length padded to a multiple of 8.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <vector>
 
 #include "kernels.h"
 
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define TAIPAN_SSD_X86 1
 #endif
@@ -63,11 +64,12 @@ struct Buf {
   T* p = nullptr;
   Buf() = default;
   explicit Buf(int64_t n) {
-    size_t bytes = size_t(round_up(std::max<int64_t>(n, 16) * int64_t(sizeof(T)), 64));
-    p = static_cast<T*>(std::aligned_alloc(64, bytes));
-    if (!p) throw std::bad_alloc();
+    const size_t bytes = size_t(round_up(std::max<int64_t>(n, 16) * int64_t(sizeof(T)), 64));
+    p = static_cast<T*>(::operator new(bytes, std::align_val_t(64)));
   }
-  ~Buf() { std::free(p); }
+  ~Buf() {
+    if (p) ::operator delete(p, std::align_val_t(64));
+  }
   Buf(const Buf&) = delete;
   Buf& operator=(const Buf&) = delete;
   Buf(Buf&& o) noexcept : p(o.p) { o.p = nullptr; }
@@ -561,7 +563,8 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
       for (int64_t p = P; p < Pp; p++) xc[s * Pp + p] = 0.f;
     }
 
-    // Step 4 (inter-chunk output): what the state entering the chunk contributes,
+    // Step 4 (inter-chunk output) comes first, as it needs the state entering the chunk,
+    // which steps 2-3 replace: what that state contributes to each token,
     //   Y[l, :] = exp(cs_l) C_l . St.   Nothing while the state is still zero.
     if (state_zero)
       std::memset(Y, 0, size_t(Lc * Pp) * sizeof(float));
@@ -569,7 +572,8 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
       k.gemm(Lc, Pp, N, cc, N, 1, St, Pp, Y, Pp, 0.f, e);
 
     // Step 1 (intra-chunk, the diagonal block): each token acting on the later tokens of its
-    // chunk, a causal attention-like product Y += (C B^T o decay o dt) X, by row blocks.
+    // chunk, a causal attention-like product Y += (C B^T o decay o dt) X. The matrix is built
+    // a block of rows at a time, just before its product, while it is still in cache.
     for (int64_t l0 = 0; l0 < Lc; l0 += kRowBlock) {
       const int64_t l1 = std::min(Lc, l0 + kRowBlock);
       k.build_decay_matrix(l0, l1, cs, dt, cb, ldq, M, ldq, u);
@@ -587,7 +591,7 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
 
     // Steps 2 and 3 (chunk state, state passing): the state leaving the chunk is the
     // entering state decayed over the whole chunk plus the chunk's own contributions,
-    //   St = exp(cs_last) St + B^T (w o X).
+    //   St = exp(cs_last) St + B^T (w o X).      (x is no longer needed: weight it in place)
     for (int64_t s = 0; s < Lc; s++)
       for (int64_t p = 0; p < P; p++) xc[s * Pp + p] *= w[s];
     k.gemm(N, Pp, Lc, bt, ldq, 1, xc, Pp, St, Pp, state_zero ? 0.f : decay(cs[Lc - 1]),
@@ -619,7 +623,10 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
         for (int64_t s0 = 0; s0 < Lc; s0 += 8) {  // in strips of 8 tokens
           const int64_t s1 = std::min(s0 + 8, Lc);
           for (int64_t s = s0; s < s1; s++) {
-            if (s + 8 < Lc) prefetch(Bc + (s + 8) * ldb, N, false), prefetch(Cc + (s + 8) * ldc, N, false);
+            if (s + 8 < Lc) {
+              prefetch(Bc + (s + 8) * ldb, N, false);
+              prefetch(Cc + (s + 8) * ldc, N, false);
+            }
             std::memcpy(cc + s * N, Cc + s * ldc, size_t(N) * sizeof(float));
           }
           for (int64_t n = 0; n < N; n++)
