@@ -34,8 +34,10 @@
 // way round it is stored) and B is row-major with a row length padded to a multiple of 8.
 #include <algorithm>
 #include <atomic>
+#include <cassert>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <new>
 #include <vector>
 
@@ -58,26 +60,53 @@ inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // softplus in fp32, identity above 20 (the model's contract, as in mamba_ssm).
 inline float softplus_f(float v) { return v > 20.f ? v : std::log1p(std::exp(v)); }
 
-// 64-byte aligned scratch, uninitialised (allocated once per call, never per token).
-template <class T>
-struct Buf {
-  T* p = nullptr;
-  Buf() = default;
-  explicit Buf(int64_t n) {
-    const size_t bytes = size_t(round_up(std::max<int64_t>(n, 16) * int64_t(sizeof(T)), 64));
-    p = static_cast<T*>(::operator new(bytes, std::align_val_t(64)));
+// Scratch memory for one call, uninitialised and 64-byte aligned: one block per calling
+// thread, kept from call to call and grown when a call needs more. (Fresh pages cost a page
+// fault each on first touch, a noticeable part of a short scan; blocks above 64 MiB are
+// released after the call, the rest when the thread exits.)
+class Arena {
+ public:
+  explicit Arena(size_t floats) {
+    if (floats > block_.cap) {
+      block_.release();
+      block_.p = static_cast<float*>(::operator new(floats * sizeof(float), std::align_val_t(64)));
+      block_.cap = floats;
+    }
   }
-  ~Buf() {
-    if (p) ::operator delete(p, std::align_val_t(64));
+  ~Arena() {
+    if (block_.cap > (size_t(64) << 20) / sizeof(float)) block_.release();
   }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  Buf(Buf&& o) noexcept : p(o.p) { o.p = nullptr; }
-  Buf& operator=(Buf&& o) noexcept {
-    std::swap(p, o.p);
-    return *this;
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+  // n values of T, 64-byte aligned (T is float or double).
+  template <class T = float>
+  T* take(int64_t n) {
+    float* q = block_.p + used_;
+    used_ += size_t(round_up(n * int64_t(sizeof(T) / sizeof(float)), 16));
+    assert(used_ <= block_.cap);
+    return reinterpret_cast<T*>(q);
   }
+  // The floats take() hands out for the given requests, rounded as take() rounds them.
+  static size_t size(std::initializer_list<int64_t> floats) {
+    size_t total = 0;
+    for (int64_t n : floats) total += size_t(round_up(n, 16));
+    return total;
+  }
+
+ private:
+  struct Block {
+    float* p = nullptr;
+    size_t cap = 0;
+    void release() {
+      if (p) ::operator delete(p, std::align_val_t(64));
+      p = nullptr, cap = 0;
+    }
+    ~Block() { release(); }
+  };
+  static thread_local Block block_;
+  size_t used_ = 0;
 };
+thread_local Arena::Block Arena::block_;
 
 // Ask for the cache lines holding n floats at p ahead of their use.
 inline void prefetch(const float* p, int64_t n, bool for_write) {
@@ -501,21 +530,25 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
   const int64_t budget = int64_t(4) << 20;              // floats
   const int64_t nb = std::clamp<int64_t>(budget / (G * per_chunk), 1, Bn);
   const int64_t window = std::clamp<int64_t>(budget / (nb * G * per_chunk), 1, nchunks);
-  Buf<float> shared(nb * G * window * per_chunk);
-  // The state carried between chunks, per (sequence of the block, head), transposed to [N, Pp].
-  Buf<float> states(nb * H * N * Pp);
-
-  // Per-thread scratch for phase 2.
+  // Phase 2's scratch, per thread.
   struct Scratch {
-    Buf<float> xc, Y, M, dt, e, w, u;
-    Buf<double> cs;
+    float *xc, *Y, *M, *dt, *e, *w, *u;
+    double* cs;
   };
-  std::vector<Scratch> scratch(static_cast<size_t>(pool.size()));
+  const int nthreads = pool.size();
+  const size_t per_thread = Arena::size({Q * Pp, Q * Pp, std::min(Q, kRowBlock) * ldq, ldq + 8,
+                                         ldq, ldq, ldq, 2 * (ldq + 8)});
+  Arena arena(Arena::size({nb * G * window * per_chunk, nb * H * N * Pp}) +
+              size_t(nthreads) * per_thread);
+  float* shared = arena.take(nb * G * window * per_chunk);
+  // The state carried between chunks, per (sequence of the block, head), transposed to [N, Pp].
+  float* states = arena.take(nb * H * N * Pp);
+  std::vector<Scratch> scratch(static_cast<size_t>(nthreads));
   for (auto& s : scratch) {
-    s.xc = Buf<float>(Q * Pp), s.Y = Buf<float>(Q * Pp);
-    s.M = Buf<float>(std::min(Q, kRowBlock) * ldq);
-    s.dt = Buf<float>(ldq + 8), s.cs = Buf<double>(ldq + 8);
-    s.e = Buf<float>(ldq), s.w = Buf<float>(ldq), s.u = Buf<float>(ldq);
+    s.xc = arena.take(Q * Pp), s.Y = arena.take(Q * Pp);
+    s.M = arena.take(std::min(Q, kRowBlock) * ldq), s.dt = arena.take(ldq + 8);
+    s.e = arena.take(ldq), s.w = arena.take(ldq), s.u = arena.take(ldq);
+    s.cs = arena.take<double>(ldq + 8);
   }
 
   // One chunk c of one (sequence b, head h): the four steps, carrying the state in `states`.
@@ -524,13 +557,12 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
                         Scratch& sc) {
     const int64_t g = h / heads_per_group;
     const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
-    const float* cb = shared.p + (((b - b0) * G + g) * nc + (c - c0)) * per_chunk;
+    const float* cb = shared + (((b - b0) * G + g) * nc + (c - c0)) * per_chunk;
     const float* bt = cb + Q * ldq;
     const float* cc = bt + N * ldq;
-    float* St = states.p + ((b - b0) * H + h) * N * Pp;
-    float *xc = sc.xc.p, *Y = sc.Y.p, *M = sc.M.p;
-    float *dt = sc.dt.p, *e = sc.e.p, *w = sc.w.p, *u = sc.u.p;
-    double* cs = sc.cs.p;
+    float* St = states + ((b - b0) * H + h) * N * Pp;
+    float *xc = sc.xc, *Y = sc.Y, *M = sc.M, *dt = sc.dt, *e = sc.e, *w = sc.w, *u = sc.u;
+    double* cs = sc.cs;
 
     // The first chunk starts from state_in (transposed), or from zero when it is null.
     const bool state_zero = c == 0 && state_in == nullptr;
@@ -615,7 +647,7 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
       for_each_task(pool, nbb * G * nc, [&](int64_t task, int) {
         const int64_t b = b0 + task / (G * nc), g = task / nc % G, c = c0 + task % nc;
         const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
-        float* cb = shared.p + task * per_chunk;
+        float* cb = shared + task * per_chunk;
         float* bt = cb + Q * ldq;
         float* cc = bt + N * ldq;
         const float* Bc = Bm + r0 * ldb + g * N;
