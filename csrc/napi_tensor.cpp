@@ -307,10 +307,7 @@ Napi::Value CreateEmpty(const Napi::CallbackInfo& info) {
     auto t = Tensor::empty(shape, dt, dev);
     if (zero && t->storage->bytes) {
       if (dev == Device::CPU) std::memset(t->data(), 0, t->storage->bytes);
-      else {
-        std::vector<char> zeros(t->storage->bytes, 0);
-        cuda::copy_to_device(t->data(), zeros.data(), zeros.size(), nullptr);
-      }
+      else cuda::device_memset(t->data(), 0, t->storage->bytes, nullptr);
     }
     return wrap_tensor(env, t, true);
   });

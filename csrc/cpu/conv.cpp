@@ -6,7 +6,6 @@
 // contiguous, and the filter taps of those channels are gathered once per block.
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "kernels.h"
 #include "vec_math.h"
@@ -76,10 +75,10 @@ __attribute__((target("avx2,fma"))) void conv_seq_avx2(int64_t L, int64_t K, int
 
 // New state = the last K-1 inputs of (old state ++ x), oldest first.
 void update_state(int64_t L, int64_t K, int64_t c0, int64_t c1, const float* x, int64_t ldx, const float* st_in, float* st_out) {
-  std::vector<float> tmp(size_t(K - 1));
+  float tmp[kMaxK];  // staged, because st_out may alias st_in
   for (int64_t c = c0; c < c1; c++) {
     for (int64_t i = 0; i < K - 1; i++) tmp[i] = conv_input(x, ldx, st_in, K, L - (K - 1) + i, c);
-    std::memcpy(st_out + c * (K - 1), tmp.data(), size_t(K - 1) * 4);
+    std::memcpy(st_out + c * (K - 1), tmp, size_t(K - 1) * 4);
   }
 }
 
@@ -88,7 +87,7 @@ void update_state(int64_t L, int64_t K, int64_t c0, int64_t c1, const float* x, 
 void conv1d_silu(ThreadPool& pool, int64_t B, int64_t L, int64_t C, int64_t K, const float* x,
                  int64_t ldx, const float* w, const float* bias, const float* state_in, float* out,
                  float* state_out) {
-  bool vec = use_avx2() && K <= kMaxK;
+  bool vec = use_avx2();
   // Blocks of 64 channels per task (times B sequences) keep both threads busy even for one
   // short sequence, and each block's taps stay in registers for the whole sequence.
   const int64_t cb = 64;

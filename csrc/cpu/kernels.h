@@ -52,7 +52,7 @@ void gated_rmsnorm(ThreadPool& pool, int64_t M, int64_t d, int64_t G, const floa
 //   out[b,t,c] = silu(bias[c] + sum_k w[c,k] * in(t - (K-1) + k, c))
 // where in(s, c) = x[(b*L + s)*ldx + c] for s >= 0 and state_in[b, c, K-1+s] for s < 0
 // (zeros when state_in is null). state_in/state_out: [B, C, K-1], the last K-1 raw inputs,
-// oldest first; state_out may alias state_in. out: [B, L, C] contiguous.
+// oldest first; state_out may alias state_in. out: [B, L, C] contiguous. K <= 16.
 void conv1d_silu(ThreadPool& pool, int64_t B, int64_t L, int64_t C, int64_t K, const float* x,
                  int64_t ldx, const float* w, const float* bias, const float* state_in,
                  float* out, float* state_out);
