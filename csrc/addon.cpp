@@ -5,6 +5,7 @@
 #include "cpu/kernels.h"
 #include "napi_util.h"
 #include "ops/op.h"
+#include "profile.h"
 #include "stream.h"
 
 namespace taipan::js {
@@ -68,7 +69,36 @@ Napi::Value SetPortable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), cpu::set_force_portable(info[0].ToBoolean().Value()));
 }
 
+// setProfiling(on): time every executed op (also TAIPAN_PROFILE=1). Returns the previous value.
+Napi::Value SetProfiling(const Napi::CallbackInfo& info) {
+  bool was = profile::enabled();
+  profile::set_enabled(info[0].ToBoolean().Value());
+  return Napi::Boolean::New(info.Env(), was);
+}
+
+// opProfile(reset?): { [op]: { calls, seconds } } since the last reset.
+Napi::Value OpProfile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  for (const auto& [op, st] : profile::snapshot(info[0].ToBoolean().Value())) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("calls", double(st.calls));
+    o.Set("seconds", st.seconds);
+    out.Set(op, o);
+  }
+  return out;
+}
+
 }  // namespace
+
+Classes& classes(Napi::Env env) {
+  Classes* c = env.GetInstanceData<Classes>();
+  if (!c) {
+    c = new Classes();
+    env.SetInstanceData(c);  // deleted with the environment
+  }
+  return *c;
+}
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_tensor(env, exports);
@@ -77,6 +107,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads, "getThreads"));
   exports.Set("setPortable", Napi::Function::New(env, SetPortable, "setPortable"));
+  exports.Set("setProfiling", Napi::Function::New(env, SetProfiling, "setProfiling"));
+  exports.Set("opProfile", Napi::Function::New(env, OpProfile, "opProfile"));
   return exports;
 }
 

@@ -64,6 +64,33 @@ class SyncWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
 };
 
+// A captured sequence of op calls (see Stream::Graph). It keeps its tensors alive until
+// disposed or collected.
+class GraphWrap : public Napi::ObjectWrap<GraphWrap> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function f = DefineClass(env, "Graph", {
+      InstanceAccessor<&GraphWrap::Ops>("ops"),
+      InstanceAccessor<&GraphWrap::Disposed>("disposed"),
+      InstanceMethod<&GraphWrap::Dispose>("dispose"),
+    });
+    classes(env).graph = Napi::Persistent(f);
+    exports.Set("Graph", f);
+  }
+  explicit GraphWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GraphWrap>(info) {}
+  std::shared_ptr<Stream::Graph> graph;
+
+ private:
+  Napi::Value Ops(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), graph ? double(graph->entries.size()) : 0);
+  }
+  Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !graph); }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    graph.reset();  // launched copies hold their own references until they have run
+    return info.Env().Undefined();
+  }
+};
+
 class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports) {
@@ -74,6 +101,9 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
       InstanceMethod<&StreamWrap::Run>("run"),
       InstanceMethod<&StreamWrap::Sync>("sync"),
       InstanceMethod<&StreamWrap::SyncBlocking>("syncBlocking"),
+      InstanceMethod<&StreamWrap::BeginCapture>("beginCapture"),
+      InstanceMethod<&StreamWrap::EndCapture>("endCapture"),
+      InstanceMethod<&StreamWrap::Launch>("launch"),
       InstanceMethod<&StreamWrap::Dispose>("dispose"),
     });
     exports.Set("Stream", f);
@@ -121,6 +151,35 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
     return env.Undefined();
   }
 
+  Napi::Value BeginCapture(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Stream& s = get(env);
+    guard(env, [&] { s.begin_capture(); });
+    return env.Undefined();
+  }
+
+  Napi::Value EndCapture(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Stream& s = get(env);
+    std::shared_ptr<Stream::Graph> g;
+    guard(env, [&] { g = s.end_capture(); });
+    if (!g) return env.Undefined();  // guard threw a JS exception
+    Napi::Object o = classes(env).graph.New({});
+    GraphWrap::Unwrap(o)->graph = std::move(g);
+    return o;
+  }
+
+  Napi::Value Launch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Stream& s = get(env);
+    if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(classes(env).graph.Value()))
+      throw Napi::TypeError::New(env, "launch(graph): expected a Graph from endCapture()");
+    GraphWrap* g = GraphWrap::Unwrap(info[0].As<Napi::Object>());
+    if (!g->graph) throw Napi::Error::New(env, "launch(graph): the graph was disposed");
+    guard(env, [&] { s.launch(*g->graph); });
+    return env.Undefined();
+  }
+
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     s_.reset();  // queued work is dropped; a running batch keeps its own reference
     return info.Env().Undefined();
@@ -131,6 +190,9 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
 
 }  // namespace
 
-void init_stream(Napi::Env env, Napi::Object exports) { StreamWrap::Init(env, exports); }
+void init_stream(Napi::Env env, Napi::Object exports) {
+  GraphWrap::Init(env, exports);
+  StreamWrap::Init(env, exports);
+}
 
 }  // namespace taipan::js

@@ -15,7 +15,6 @@ namespace {
 
 class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
  public:
-  static Napi::FunctionReference ctor;
 
   static void Init(Napi::Env env, Napi::Object exports) {
     Napi::Function f = DefineClass(env, "Tensor", {
@@ -34,7 +33,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
       InstanceMethod<&TensorWrap::Dispose>("dispose"),
       InstanceMethod<&TensorWrap::Describe>("toString"),
     });
-    ctor = Napi::Persistent(f);
+    classes(env).tensor = Napi::Persistent(f);
     exports.Set("Tensor", f);
   }
 
@@ -106,7 +105,6 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   int64_t accounted_ = 0;
 };
 
-Napi::FunctionReference TensorWrap::ctor;
 
 void convert(const void* src, DType sd, void* dst, DType dd, int64_t n) {
   if (sd == dd) {
@@ -388,11 +386,11 @@ std::vector<int64_t> parse_shape(const Napi::Value& v) {
 Napi::Object wrap_tensor(Napi::Env env, std::shared_ptr<Tensor> t, bool owns_memory) {
   auto* holder = new std::shared_ptr<Tensor>(std::move(t));
   auto ext = Napi::External<std::shared_ptr<Tensor>>::New(env, holder, [](Napi::Env, std::shared_ptr<Tensor>* p) { delete p; });
-  return TensorWrap::ctor.New({ext, Napi::Boolean::New(env, owns_memory)});
+  return classes(env).tensor.New({ext, Napi::Boolean::New(env, owns_memory)});
 }
 
 bool is_tensor(const Napi::Value& v) {
-  return v.IsObject() && v.As<Napi::Object>().InstanceOf(TensorWrap::ctor.Value());
+  return v.IsObject() && v.As<Napi::Object>().InstanceOf(classes(v.Env()).tensor.Value());
 }
 
 std::shared_ptr<Tensor> unwrap_tensor(const Napi::Value& v, const char* what) {

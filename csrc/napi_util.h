@@ -26,6 +26,14 @@ auto guard(Napi::Env env, F&& fn) -> decltype(fn()) {
   }
 }
 
+// Class constructors of this addon, one set per JavaScript environment (the main thread and
+// every worker thread that loads the addon get their own), kept as the env's instance data.
+struct Classes {
+  Napi::FunctionReference tensor;
+  Napi::FunctionReference graph;
+};
+Classes& classes(Napi::Env env);
+
 DType parse_dtype(const Napi::Value& v);
 Device parse_device(const Napi::Value& v);
 std::vector<int64_t> parse_shape(const Napi::Value& v);

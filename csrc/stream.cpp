@@ -1,8 +1,10 @@
 #include "stream.h"
 
+#include <chrono>
 #include <shared_mutex>
 
 #include "../cuda/cuda_backend.h"
+#include "profile.h"
 
 namespace taipan {
 
@@ -25,7 +27,7 @@ Stream::Stream(Device device) : device_(device) {
 
 Stream::~Stream() {
   for (auto& e : queue_)
-    for (auto& t : e.args.all_tensors()) t->storage->in_use.fetch_sub(1);
+    for (auto& t : e->tensors) t->storage->in_use.fetch_sub(1);
   if (cuda_stream_) cuda::stream_destroy(cuda_stream_);
 }
 
@@ -33,10 +35,34 @@ void Stream::enqueue(OpArgs args) {
   const OpDef* def = find_op(args.op);
   if (!def) throw ArgError("unknown op '" + args.op + "'");
   args.device = device_;
-  Entry e{std::move(args), nullptr};
-  e.work = def->plan(e.args);
-  for (auto& t : e.args.all_tensors()) t->storage->in_use.fetch_add(1);
+  auto e = std::make_shared<Entry>();
+  e->args = std::move(args);
+  e->work = def->plan(e->args);
+  e->tensors = e->args.all_tensors();
+  if (capture_) {
+    capture_->entries.push_back(std::move(e));
+    return;
+  }
+  for (auto& t : e->tensors) t->storage->in_use.fetch_add(1);
   queue_.push_back(std::move(e));
+}
+
+void Stream::begin_capture() {
+  if (capture_) throw ArgError("beginCapture(): this stream is already capturing");
+  capture_ = std::make_shared<Graph>();
+}
+
+std::shared_ptr<Stream::Graph> Stream::end_capture() {
+  if (!capture_) throw ArgError("endCapture(): this stream is not capturing");
+  return std::move(capture_);
+}
+
+void Stream::launch(const Graph& g) {
+  if (capture_) throw ArgError("launch(): cannot launch a graph while capturing");
+  for (const auto& e : g.entries) {
+    for (auto& t : e->tensors) t->storage->in_use.fetch_add(1);
+    queue_.push_back(e);
+  }
 }
 
 Stream::Batch Stream::take() {
@@ -58,12 +84,21 @@ void Stream::execute(Batch& batch) {
     ctx.device = device_;
     ctx.pool = &cpu::ThreadPool::global();
     ctx.cuda_stream = cuda_stream_;
+    const bool profiling = profile::enabled();
     for (auto& e : batch.entries) {
       if (!batch.error.empty()) break;
       try {
-        e.work(ctx);
+        if (!profiling) {
+          e->work(ctx);
+        } else {
+          // CPU work is synchronous, so wall time around it is the op's time. (On a CUDA
+          // stream this measures the launch only.)
+          auto t0 = std::chrono::steady_clock::now();
+          e->work(ctx);
+          profile::record(e->args.op, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
       } catch (const std::exception& ex) {
-        batch.error = e.args.op + " failed: " + ex.what();
+        batch.error = e->args.op + " failed: " + ex.what();
       }
     }
     if (batch.error.empty() && device_ == Device::CUDA) {
@@ -75,7 +110,7 @@ void Stream::execute(Batch& batch) {
     }
   }
   for (auto& e : batch.entries)
-    for (auto& t : e.args.all_tensors()) t->storage->in_use.fetch_sub(1);
+    for (auto& t : e->tensors) t->storage->in_use.fetch_sub(1);
   batch.entries.clear();  // drop tensor references on this thread, before waking the next batch
   {
     std::lock_guard<std::mutex> lock(mu_);

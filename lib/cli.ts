@@ -4,15 +4,20 @@
 //   taipan bench [--preset P] [--threads N] [--prompts 512,2048] [--decode 64] [--repeats 3] [--json FILE]
 //   taipan random --preset P --out DIR [--dtype f32|bf16|f16] [--seed S]
 //   taipan generate --model DIR --ids 1,2,3 [--max-tokens N] [--backend cpu] [--threads N]
+//   taipan eval --model DIR --tokens FILE [--text] [--window N] [--json]
+//   taipan logits --model DIR --ids 1,2,3 --out FILE [--backend cpu|cuda]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { getBackendInfo, type BackendName } from './backend.js';
 import { formatCpuBenchmark, runCpuBenchmark } from './bench/cpu.js';
+import { formatSalBenchmark, runSalBenchmark } from './bench/sal.js';
 import { getPreset, PRESETS } from './config.js';
-import { Mamba2Model } from './models/mamba2.js';
+import { evalCommand } from './commands/eval.js';
+import { logitsCommand } from './commands/logits.js';
 import { createRandomModel } from './models/random.js';
+import { TaipanModel } from './models/taipan.js';
 
 const USAGE = `usage: taipan <command> [options]
 
@@ -26,10 +31,16 @@ commands:
       --repeats N            runs per figure, median reported (default 3)
       --dtypes f32,bf16      weight dtypes to measure
       --json FILE            also write the results as JSON
+      --sal                  instead: one SAL at C = 0.15 vs dense sliding-window attention
   random --preset NAME --out DIR [--dtype f32|bf16|f16] [--seed N]
                              write a random checkpoint directory
   generate --model DIR --ids 1,2,3 [--max-tokens N] [--backend auto|cpu|cuda] [--threads N]
                              greedy generation from token ids, printed as ids
+  eval --model DIR --tokens FILE [--text] [--window 1024] [--max-tokens N] [--json]
+                             perplexity of a token stream (int32 little-endian ids, or text
+                             with --text), run as one sequence in constant memory
+  logits --model DIR --ids 1,2,3 --out FILE [--backend auto|cpu|cuda]
+                             write every position's logits as raw float32 [L, vocab_padded]
 
 presets: ${Object.keys(PRESETS).join(', ')}`;
 
@@ -72,8 +83,24 @@ async function bench(args: string[]): Promise<number> {
       repeats: { type: 'string', default: '3' },
       dtypes: { type: 'string', default: 'f32,bf16' },
       json: { type: 'string' },
+      sal: { type: 'boolean', default: false },
     },
   });
+  const write = (result: unknown) => {
+    if (!values.json) return;
+    mkdirSync(dirname(values.json), { recursive: true });
+    writeFileSync(values.json, JSON.stringify(result, null, 2) + '\n');
+  };
+  if (values.sal) {
+    const result = await runSalBenchmark({
+      threads: Number(values.threads),
+      repeats: Number(values.repeats),
+      log: (l) => process.stderr.write(l + '\n'),
+    });
+    console.log(formatSalBenchmark(result));
+    write(result);
+    return 0;
+  }
   const result = await runCpuBenchmark({
     preset: values.preset!,
     threads: Number(values.threads),
@@ -84,10 +111,7 @@ async function bench(args: string[]): Promise<number> {
     log: (l) => process.stderr.write(l + '\n'),
   });
   console.log(formatCpuBenchmark(result));
-  if (values.json) {
-    mkdirSync(dirname(values.json), { recursive: true });
-    writeFileSync(values.json, JSON.stringify(result, null, 2) + '\n');
-  }
+  write(result);
   return 0;
 }
 
@@ -104,7 +128,7 @@ async function random(args: string[]): Promise<number> {
   if (!values.preset || !values.out) throw new Error('random needs --preset and --out');
   const dtype = values.dtype as 'f32' | 'bf16' | 'f16';
   if (!['f32', 'bf16', 'f16'].includes(dtype)) throw new Error(`--dtype must be f32, bf16 or f16, got "${dtype}"`);
-  createRandomModel(getPreset(values.preset), values.out, { seed: Number(values.seed), dtype });
+  await createRandomModel(getPreset(values.preset), values.out, { seed: Number(values.seed), dtype });
   console.log(values.out);
   return 0;
 }
@@ -125,7 +149,7 @@ async function generate(args: string[]): Promise<number> {
   const maxTokens = Number(values['max-tokens']);
   if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens must be a positive integer, got "${values['max-tokens']}"`);
   process.stderr.write(`loading ${values.model} ...\n`);
-  const model = await Mamba2Model.load(values.model, {
+  const model = await TaipanModel.load(values.model, {
     backend: values.backend as BackendName | undefined,
     threads: values.threads === undefined ? undefined : Number(values.threads),
   });
@@ -149,6 +173,10 @@ export async function main(argv: string[]): Promise<number> {
       return random(rest);
     case 'generate':
       return generate(rest);
+    case 'eval':
+      return evalCommand(rest);
+    case 'logits':
+      return logitsCommand(rest);
     case undefined:
     case '-h':
     case '--help':

@@ -18,6 +18,7 @@ export {
 export { openCheckpoint, writeSafetensors, SafetensorsFile, SafetensorsError, type TensorSource } from './safetensors.js';
 export { WeightLoader, CheckpointError, type WeightDType } from './weights.js';
 export { Mamba2Block, Mamba2State } from './layers/mamba2_block.js';
+export { SelectiveAttentionLayer, SalState, type SalSelection } from './layers/sal.js';
 export {
   CausalLM,
   SequenceState,
@@ -27,4 +28,8 @@ export {
   type PrefillResult,
 } from './models/causal_lm.js';
 export { Mamba2Model } from './models/mamba2.js';
+export { TaipanModel } from './models/taipan.js';
 export { createRandomModel, randomWeights, Rng, type RandomModelOptions } from './models/random.js';
+export { TokenFile, arrayTokens, evaluatePerplexity, type TokenSource, type EvalOptions, type EvalResult, type EvalWindow } from './eval.js';
+export { Sampler, validateSamplingOptions, randomSeed, SAMPLING_DEFAULTS, type SamplingOptions, type ResolvedSampling } from './sampler.js';
+export { Tokenizer, TokenizerError, type StreamDecoder } from './tokenizer.js';

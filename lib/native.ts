@@ -43,6 +43,18 @@ export interface NativeStream {
   run(op: string, tensors: OpTensors, params?: OpParams): void;
   sync(): Promise<void>;
   syncBlocking(): void;
+  /** Record the following run() calls into a graph instead of queueing them. */
+  beginCapture(): void;
+  endCapture(): NativeGraph;
+  /** Queue every call of a captured graph (its ops read their tensors when they run). */
+  launch(graph: NativeGraph): void;
+  dispose(): void;
+}
+
+/** A captured sequence of op calls; holds its tensors alive until disposed. */
+export interface NativeGraph {
+  readonly ops: number;
+  readonly disposed: boolean;
   dispose(): void;
 }
 
@@ -86,6 +98,10 @@ export interface NativeAddon {
   setThreads(n: number): number;
   getThreads(): number;
   setPortable(on: boolean): boolean;
+  /** Time every executed op (also TAIPAN_PROFILE=1); returns the previous setting. */
+  setProfiling(on: boolean): boolean;
+  /** Seconds and calls per op since the last reset. */
+  opProfile(reset?: boolean): Record<string, { calls: number; seconds: number }>;
 }
 
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');

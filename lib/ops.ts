@@ -41,9 +41,9 @@ export class Ops {
     this.stream.run('gated_rmsnorm', { x, z, weight, out }, { groups, eps });
   }
 
-  /** out = x @ weight^T. */
-  linear(x: T, weight: T, out: T): void {
-    this.stream.run('linear', { x, weight, out });
+  /** out = x @ weight^T; with `count` (i32 [1], read when the op runs) only the first count rows. */
+  linear(x: T, weight: T, out: T, count?: T): void {
+    this.stream.run('linear', { x, weight, out, count });
   }
 
   /** Causal depthwise conv + SiLU over `batch` sequences of equal length, carrying `state`. */
@@ -64,6 +64,63 @@ export class Ops {
     this.stream.run('ssd_step', { ...a, out, state }, { groups });
   }
 
+  /**
+   * SAL gate (MODEL.md §6): residual += delta (if given); x = rms(residual) * norm; the gate's
+   * prob and mask per row; index/count/gathered = the selected rows, compacted in order.
+   */
+  salGate(
+    t: { residual: T; delta: T | null; norm: T; gateWeight: T; gateBias: T; x: T; prob: T; mask: T; index: T; count: T; gathered: T },
+    eps: number,
+  ): void {
+    const { gateWeight, gateBias, ...rest } = t;
+    this.stream.run('sal_gate', { ...rest, gate_weight: gateWeight, gate_bias: gateBias }, { eps });
+  }
+
+  /**
+   * Rotary embedding in place. Row r of x is chunk row index[r] (r without index) of sequences of
+   * `length` tokens; its position is start[row / length] + row % length. With `count`, the first
+   * count rows only.
+   */
+  rope(x: T, start: T, p: { headDim: number; length: number; theta: number }, index?: T, count?: T): void {
+    this.stream.run('rope', { x, start, index, count }, { head_dim: p.headDim, length: p.length, theta: p.theta });
+  }
+
+  /** Sliding-window attention of the `count` selected queries over this chunk and the ring buffers. */
+  salAttention(
+    t: { q: T; index: T; count: T; k: T; v: T; mask: T; start: T; kCache: StateArg; vCache: StateArg; cachePos: StateArg; out: T },
+    p: { batch: number; window: number; headDim: number; kv: 'all' | 'selected' },
+  ): void {
+    const { kCache, vCache, cachePos, ...rest } = t;
+    this.stream.run(
+      'sal_attention',
+      { ...rest, k_cache: kCache, v_cache: vCache, cache_pos: cachePos },
+      { batch: p.batch, window: p.window, head_dim: p.headDim, kv: p.kv },
+    );
+  }
+
+  /** After salAttention of a chunk: its last `window` positions into the ring buffers. */
+  salKvWrite(
+    t: { k: T; v: T; mask: T; start: T; kCache: StateArg; vCache: StateArg; cachePos: StateArg },
+    p: { batch: number; window: number; kv: 'all' | 'selected' },
+  ): void {
+    const { kCache, vCache, cachePos, ...rest } = t;
+    this.stream.run(
+      'sal_kv_write',
+      { ...rest, k_cache: kCache, v_cache: vCache, cache_pos: cachePos },
+      { batch: p.batch, window: p.window, kv: p.kv },
+    );
+  }
+
+  /** Residual update of the selected rows with the attention output o (row k for index[k]). */
+  salMix(t: { residual: T; o: T; index: T; count: T; prob: T; x: T }, mix: 'residual' | 'normalized'): void {
+    this.stream.run('sal_mix', t, { mix });
+  }
+
+  /** out = h[:, :F] * silu(h[:, F:]) (the MLP's [up | gate]). */
+  swiglu(h: T, out: T): void {
+    this.stream.run('swiglu', { h, out });
+  }
+
   silu(x: T, out: T): void {
     this.stream.run('silu', { x, out });
   }
@@ -78,6 +135,25 @@ export class Ops {
 
   copy(src: T, dst: T): void {
     this.stream.run('copy', { src, dst });
+  }
+
+  /** out[i] = -log softmax(logits[i, :vocab])[targets[i]] (0 where targets[i] is -1). */
+  crossEntropy(logits: T, targets: T, out: T, vocab: number): void {
+    this.stream.run('cross_entropy', { logits, targets, out }, { vocab });
+  }
+
+  /**
+   * One token per row of logits [B, Vp] (MODEL.md §9). params f32 [B, 5] holds (temperature,
+   * top_k, top_p, min_p, repetition_penalty) per row; seeds and steps are i32 [B]; seen i32
+   * [B, S] lists ids to penalise (-1 = padding). Writes tokens i32 [B] and, if given, logprobs
+   * f32 [B]. params, seeds, steps and seen are read when this is called (lib/sampler.ts).
+   */
+  sample(
+    a: { logits: T; params: T; seeds: T; steps: T; seen?: T | null },
+    out: { tokens: T; logprobs?: T | null },
+    vocab: number,
+  ): void {
+    this.stream.run('sample', { ...a, ...out }, { vocab });
   }
 }
 

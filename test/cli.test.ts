@@ -35,7 +35,7 @@ describe('taipan CLI', () => {
   it('generate runs greedy decoding on a checkpoint', async () => {
     const dir = tempDir();
     try {
-      createRandomModel(smallMamba2Config(), dir.dir, { seed: 3 });
+      await createRandomModel(smallMamba2Config(), dir.dir, { seed: 3 });
       const r = await capture(['generate', '--model', dir.dir, '--ids', '1,2,3', '--max-tokens', '5', '--backend', 'cpu']);
       expect(r.code).toBe(0);
       const ids = r.out.trim().split(',').map(Number);

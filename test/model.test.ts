@@ -22,7 +22,7 @@ function ids(n: number, seed: number): number[] {
 }
 
 beforeAll(async () => {
-  weights = writeModel(cfg, tmp.dir, 7);
+  weights = await writeModel(cfg, tmp.dir, 7);
   model = await Mamba2Model.load(tmp.dir, { backend: 'cpu', prefillChunk: 7 });
 });
 afterAll(() => {
@@ -91,6 +91,26 @@ describe('Mamba2Model on the CPU', () => {
     expect(got).toEqual(want);
   });
 
+  it('decode steps replayed from a captured graph equal uncaptured steps, also when the states change', async () => {
+    const plain = await Mamba2Model.load(tmp.dir, { backend: 'cpu', graphs: false });
+    try {
+      const [a1, a2] = [model.createState(), model.createState()];
+      const [b1, b2] = [plain.createState(), plain.createState()];
+      await model.prefill([ids(5, 1), ids(5, 2)], { states: [a1, a2] });
+      await plain.prefill([ids(5, 1), ids(5, 2)], { states: [b1, b2] });
+      // Same states again and again (replay), then others (a new capture), then a batch.
+      const plan: [number[], number[]][] = [[[3], [0]], [[4], [0]], [[5], [1]], [[6], [0]], [[7, 8], [0, 1]], [[9, 10], [0, 1]]];
+      for (const [toks, which] of plan) {
+        const got = await model.step(toks, which.map((w) => [a1, a2][w]!));
+        const want = await plain.step(toks, which.map((w) => [b1, b2][w]!));
+        expect(relError(got, want)).toBeLessThan(1e-6);
+      }
+      for (const s of [a1, a2, b1, b2]) s.dispose();
+    } finally {
+      plain.dispose();
+    }
+  });
+
   it('rejects bad ids, bad states and use after dispose with clear errors', async () => {
     await expect(model.prefill([1, cfg.vocab_size])).rejects.toThrow(/token id 100 \(sequence 0, position 1\) is out of range \[0, 100\)/);
     await expect(model.prefill([1, -2])).rejects.toThrow(/out of range/);
@@ -110,7 +130,7 @@ describe('checkpoints', () => {
     for (const dtype of ['bf16', 'f16'] as const) {
       const dir = tempDir();
       try {
-        const w = writeModel(cfg, dir.dir, 11, dtype);
+        const w = await writeModel(cfg, dir.dir, 11, dtype);
         const m = await Mamba2Model.load(dir.dir, { backend: 'cpu' });
         const seq = ids(15, 9);
         const { logits } = await m.prefill(seq, { logits: 'all' });
@@ -137,7 +157,7 @@ describe('checkpoints', () => {
     const untied = smallMamba2Config({ tie_embeddings: false });
     const dir = tempDir();
     try {
-      const w = writeModel(untied, dir.dir, 12);
+      const w = await writeModel(untied, dir.dir, 12);
       const m = await Mamba2Model.load(dir.dir, { backend: 'cpu' });
       const seq = ids(6, 11);
       const { logits } = await m.prefill(seq, { logits: 'all' });
@@ -152,7 +172,7 @@ describe('checkpoints', () => {
     const { writeSafetensors, SafetensorsFile } = await import('../lib/safetensors.js');
     const dir = tempDir();
     try {
-      writeModel(cfg, dir.dir, 13);
+      await writeModel(cfg, dir.dir, 13);
       const file = join(dir.dir, 'model.safetensors');
       const src = SafetensorsFile.open(file);
       const all = src.names().map((n) => ({ name: n, ...src.read(n) }));

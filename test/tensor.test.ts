@@ -150,3 +150,34 @@ describe('backends', () => {
     }
   });
 });
+
+describe('captured graphs', () => {
+  it('replays op calls, reading inputs rewritten in place, and rejects misuse', async () => {
+    const { addon } = await import('../lib/native.js');
+    const native = addon();
+    const s = new native.Stream('cpu');
+    const a = native.tensor(new Float32Array([1, 2, 3]), [3]);
+    const b = native.tensor(new Float32Array([10, 20, 30]), [3]);
+    const out = native.empty([3]);
+    s.beginCapture();
+    expect(() => s.beginCapture()).toThrow(/already capturing/);
+    s.run('add', { a, b, out });
+    const g = s.endCapture();
+    expect(g.ops).toBe(1);
+    expect(s.queued).toBe(0); // captured, not queued
+    s.launch(g);
+    await s.sync();
+    expect(Array.from(out.toArray())).toEqual([11, 22, 33]);
+    a.write(new Float32Array([5, 5, 5]));
+    s.launch(g);
+    s.launch(g);
+    await s.sync();
+    expect(Array.from(out.toArray())).toEqual([15, 25, 35]);
+    expect(() => s.endCapture()).toThrow(/not capturing/);
+    expect(() => s.launch({} as never)).toThrow(/expected a Graph/);
+    g.dispose();
+    expect(g.disposed).toBe(true);
+    expect(() => s.launch(g)).toThrow(/disposed/);
+    s.dispose();
+  });
+});

@@ -93,5 +93,97 @@ void silu(ThreadPool& pool, int64_t n, const float* x, float* out);
 void softplus(ThreadPool& pool, int64_t n, const float* x, float* out);
 // out = a + b
 void add(ThreadPool& pool, int64_t n, const float* a, const float* b, float* out);
+// SwiGLU: out[m, j] = h[m, j] * silu(h[m, F + j]); h row m at h + m*ldh, out [M, F] contiguous.
+void swiglu(ThreadPool& pool, int64_t M, int64_t F, const float* h, int64_t ldh, float* out);
+
+// ---- Selective Attention Layer (sal.cpp) ---------------------------------------------------
+// The gate with its feature pruning, for rows m < M of width d (all [M, d] contiguous):
+//   r += delta (if delta != nullptr);  x = rms(r) * norm;  s = x @ gw^T + gb  (gw [2, d])
+//   prob[m] = sigmoid(s1 - s0);  mask[m] = s1 > s0;
+//   index[0..count) = the rows with mask 1, increasing;  *count = their number;
+//   gathered[k] = x[index[k]] for k < count. index and gathered past count are not written.
+void sal_gate(ThreadPool& pool, int64_t M, int64_t d, float* r, const float* delta,
+              const float* norm, const float* gw, const float* gb, float eps, float* x,
+              float* prob, int32_t* mask, int32_t* index, int32_t* count, float* gathered);
+
+// Rotary embedding in place, rotate-half convention, on rows r < R of x (row r at x + r*ldx,
+// `cols` = heads * head_dim values). Row r is token row = index ? index[r] : r of a chunk of
+// B sequences of L tokens; its position is start[row / L] + row % L. Rows whose index is
+// outside [0, B*L) are skipped. Angles are pos * theta^(-2i/head_dim), formed in double.
+void rope(ThreadPool& pool, int64_t R, int64_t cols, int64_t head_dim, float* x, int64_t ldx,
+          const int32_t* index, const int32_t* start, int64_t B, int64_t L, double theta);
+
+// Sparse sliding-window attention of the selected queries (see sal.cpp for the layout).
+struct SalAttnArgs {
+  int64_t M, B, L;      // chunk rows M = B*L
+  int64_t W;            // window
+  int64_t H, hd;        // heads, head dim; HD = H*hd values per row
+  int64_t n;            // queries (count, already clamped to [0, M])
+  const float* q;       // query k at q + k*ldq, chunk row index[k]
+  int64_t ldq;
+  const int32_t* index;
+  const float *k, *v;   // every chunk row's key/value at k + row*ldk, v + row*ldv
+  int64_t ldk, ldv;
+  const int32_t* mask;  // chunk rows usable as keys; nullptr = all (kv = "all")
+  const int32_t* start; // [B] position of each sequence's first chunk token
+  const float* const* k_cache;      // B ring buffers [W, HD]
+  const float* const* v_cache;      // B ring buffers [W, HD]
+  const int32_t* const* cache_pos;  // B arrays [W]: position held by each slot, -1 = none
+  float* out;           // context of query k at out + k*ldo
+  int64_t ldo;
+};
+void sal_attention(ThreadPool& pool, const SalAttnArgs& a);
+
+// The ring buffers after a chunk: for each sequence b and t in [max(0, L-W), L), position
+// p = start[b] + t goes to slot p % W (k, v rows copied and cache_pos = p) when mask is null
+// or mask[b*L+t] != 0, else the slot is emptied (cache_pos = -1).
+void sal_kv_write(ThreadPool& pool, int64_t B, int64_t L, int64_t W, int64_t HD, const float* k,
+                  int64_t ldk, const float* v, int64_t ldv, const int32_t* mask,
+                  const int32_t* start, float* const* k_cache, float* const* v_cache,
+                  int32_t* const* cache_pos);
+
+// Residual update of the n selected rows: for k < n, i = index[k] (skipped outside [0, M)),
+// a = prob[i]:  r_i = (1-a) r_i + a o_k,  or with `normalized`  r_i += (1-a) x_i + a o_k.
+void sal_mix(ThreadPool& pool, int64_t M, int64_t d, int64_t n, float* r, int64_t ldr,
+             const float* o, int64_t ldo, const int32_t* index, const float* prob,
+             const float* x, int64_t ldx, bool normalized);
+
+// ---- Cross-entropy (loss.cpp) ----------------------------------------------------------------
+// nll[i] = logsumexp(logits[i, :vocab]) - logits[i, targets[i]]; rows with target -1 get 0.
+// Row i at logits + i*ld. NaN logits give NaN.
+void cross_entropy(ThreadPool& pool, int64_t M, int64_t vocab, const float* logits, int64_t ld,
+                   const int32_t* targets, float* nll);
+
+// ---- Sampling (sampling.cpp) -----------------------------------------------------------------
+// One sequence's settings (MODEL.md §9), validated by the op layer.
+struct SamplingRow {
+  float temperature;         // <= 0: greedy
+  int64_t top_k;             // 0 or >= vocab: off; 1: greedy
+  float top_p;               // 1: off; else in (0, 1)
+  float min_p;               // 0: off; else in (0, 1]
+  float repetition_penalty;  // 1: off; else > 0
+  uint32_t seed;
+  uint32_t step;  // index of the token being generated
+};
+// The draw's uniform number in [0, 1), a pure function of (seed, step) (no generator state,
+// so a seed replays a generation and a GPU kernel can compute the same number):
+//   mix64(z) = SplitMix64's finaliser: z ^= z>>30; z *= 0xBF58476D1CE4E5B9;
+//              z ^= z>>27; z *= 0x94D049BB133111EB; z ^= z>>31   (all mod 2^64)
+//   u = (mix64(mix64(seed) + (step + 1) * 0x9E3779B97F4A7C15) >> 11) * 2^-53
+// i.e. output number `step` of a SplitMix64 stream whose state starts at mix64(seed).
+double sampling_uniform(uint32_t seed, uint32_t step);
+// Why a row could not be sampled; row < 0 means every row succeeded.
+struct SampleFailure {
+  int64_t row = -1;
+  int64_t id = -1;  // the offending logit's id, or -1
+  const char* what = nullptr;
+};
+// For each row b < B: logits at logits + b*ld, of which ids [0, vocab) are candidates (the
+// padding beyond is never read); seen ids at seen + b*S (seen may be null; -1 and ids
+// >= vocab are skipped). Writes tokens[b] and, when logprobs is not null, logprobs[b].
+// A row with a NaN or +Infinity logit, or only -Infinity ones, fails (its outputs unset).
+SampleFailure sample(ThreadPool& pool, int64_t B, int64_t vocab, const float* logits,
+                     int64_t ld, const int32_t* seen, int64_t S, const SamplingRow* rows,
+                     int32_t* tokens, float* logprobs);
 
 }  // namespace taipan::cpu

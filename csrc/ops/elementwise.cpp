@@ -1,4 +1,4 @@
-// Elementwise ops and copy.
+// Elementwise ops (SiLU, softplus, add, SwiGLU) and copy.
 #include <cstring>
 
 #include "../cpu/kernels.h"
@@ -55,10 +55,26 @@ Work plan_copy(const OpArgs& a) {
   };
 }
 
+// swiglu: h [M, 2F] (rows may be strided; up = first F columns, gate = last F, as fc1's rows
+// are laid out) -> out [M, F] contiguous, out = up * silu(gate).
+Work plan_swiglu(const OpArgs& a) {
+  expect_cpu(a);
+  const Tensor& out = a.expect("out", {DType::F32}, {-1, -1});
+  a.expect_contiguous("out");
+  int64_t M = out.shape[0], F = out.shape[1];
+  const Tensor& h = a.expect("h", {DType::F32}, {M, 2 * F});
+  a.expect_no_overlap("out", "h");
+  const float* hp = h.ptr<float>();
+  int64_t ldh = h.ld;
+  float* op = out.ptr<float>();
+  return [=](ExecContext& c) { cpu::swiglu(*c.pool, M, F, hp, ldh, op); };
+}
+
 OpRegistrar r1({"silu", "out = x * sigmoid(x)", plan_unary<cpu::silu>});
 OpRegistrar r2({"softplus", "out = log(1 + exp(x)), identity above 20", plan_unary<cpu::softplus>});
 OpRegistrar r3({"add", "out = a + b", plan_add});
 OpRegistrar r4({"copy", "dst = src", plan_copy});
+OpRegistrar r5({"swiglu", "out = h[:, :F] * silu(h[:, F:])", plan_swiglu});
 
 }  // namespace
 }  // namespace taipan

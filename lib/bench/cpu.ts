@@ -1,5 +1,6 @@
 // The CPU benchmark behind `taipan bench` and `npm run bench`: prefill and decode tokens/s of
-// a Mamba-2 model on seeded random weights (no download).
+// a Mamba-2 or Taipan model on seeded random weights (no download), with the realized SAL
+// selection rate for Taipan.
 //
 // The model is written once to a cache directory and reused. Timings are wall clock around
 // awaited calls (the work runs off the JavaScript thread on the CPU pool); each figure is the
@@ -10,8 +11,8 @@ import { join } from 'node:path';
 
 import { getBackendInfo, setThreads } from '../backend.js';
 import { countParameters, getPreset } from '../config.js';
-import { Mamba2Model } from '../models/mamba2.js';
 import { createRandomModel } from '../models/random.js';
+import { TaipanModel } from '../models/taipan.js';
 
 export interface CpuBenchOptions {
   preset?: string;
@@ -29,6 +30,8 @@ export interface CpuBenchRow {
   test: string;
   tokensPerSecond: number;
   msPerToken: number;
+  /** Taipan: the mean realized selected fraction of the SALs over the measured runs. */
+  selection?: number;
 }
 
 export interface CpuBenchResult {
@@ -65,7 +68,7 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
   const dir = join(o.cacheDir ?? join(tmpdir(), 'taipan-bench'), `${preset}-f32-seed0`);
   if (!existsSync(join(dir, 'model.safetensors'))) {
     log(`writing a random ${preset} checkpoint to ${dir} ...`);
-    createRandomModel(cfg, dir, { seed: 0, dtype: 'f32' });
+    await createRandomModel(cfg, dir, { seed: 0, dtype: 'f32' });
   }
   const randomIds = (n: number, seed: number): number[] => {
     let s = seed;
@@ -78,14 +81,17 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
       `CPU ${cpus()[0]?.model ?? '?'} (${info.cpu.path}), ${threads} threads`,
   );
   const rows: CpuBenchRow[] = [];
-  const record = (weights: string, test: string, tokens: number, seconds: number) => {
-    rows.push({ weights, test, tokensPerSecond: tokens / seconds, msPerToken: (seconds * 1000) / tokens });
-    log(`  ${weights} ${test}: ${(tokens / seconds).toFixed(1)} tok/s`);
+  const record = (model: TaipanModel, weights: string, test: string, tokens: number, seconds: number) => {
+    const sel = model.totalSelection;
+    const selection = sel.length ? sel.reduce((a, x) => a + x.fraction, 0) / sel.length : undefined;
+    model.resetSelection();
+    rows.push({ weights, test, tokensPerSecond: tokens / seconds, msPerToken: (seconds * 1000) / tokens, selection });
+    log(`  ${weights} ${test}: ${(tokens / seconds).toFixed(1)} tok/s${selection === undefined ? '' : `, selected ${(100 * selection).toFixed(1)}%`}`);
   };
 
   for (const dtype of dtypes) {
     // Weights are converted at load, so f32 and bf16 runs read the same random model.
-    const model = await Mamba2Model.load(dir, { backend: 'cpu', weightDtype: dtype });
+    const model = await TaipanModel.load(dir, { backend: 'cpu', weightDtype: dtype });
     try {
       for (const L of prompts) {
         const ids = randomIds(L, L);
@@ -96,15 +102,16 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
           s.dispose();
           if (r > 0) runs.push(t); // the first run warms caches and the scratch buffers
         }
-        record(dtype, `prefill ${L}`, L, median(runs));
+        record(model, dtype, `prefill ${L}`, L, median(runs));
       }
-      // Decode after a short and after a long context: a Mamba-2 state does not grow, so the
-      // speed must not fall with the context length.
+      // Decode after a short and after a long context: a Mamba-2 state and a SAL's ring cache
+      // do not grow, so the speed must not fall with the context length.
       for (const ctx of [16, Math.max(...prompts)]) {
         const runs: number[] = [];
         for (let r = 0; r <= repeats; r++) {
           const s = model.createState();
           await model.prefill(randomIds(ctx, 7), { states: [s] });
+          model.resetSelection();
           let next = 1;
           const t = await time(async () => {
             for (let i = 0; i < decodeTokens; i++) {
@@ -115,7 +122,7 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
           s.dispose();
           if (r > 0) runs.push(t);
         }
-        record(dtype, `decode after ${ctx}`, decodeTokens, median(runs));
+        record(model, dtype, `decode after ${ctx}`, decodeTokens, median(runs));
       }
     } finally {
       model.dispose();
@@ -137,9 +144,12 @@ export function formatCpuBenchmark(r: CpuBenchResult): string {
   const lines = [
     `${r.preset} (${(r.parameters / 1e6).toFixed(1)}M), batch 1, ${r.threads} threads, ${r.cpu}, ${r.path} path, median of ${r.repeats}`,
     '',
-    '| weights | test | tokens/s | ms/token |',
-    '|---|---|---:|---:|',
-    ...r.rows.map((x) => `| ${x.weights} | ${x.test} | ${x.tokensPerSecond.toFixed(1)} | ${x.msPerToken.toFixed(2)} |`),
+    '| weights | test | tokens/s | ms/token | SAL selected |',
+    '|---|---|---:|---:|---:|',
+    ...r.rows.map(
+      (x) =>
+        `| ${x.weights} | ${x.test} | ${x.tokensPerSecond.toFixed(1)} | ${x.msPerToken.toFixed(2)} | ${x.selection === undefined ? '-' : (100 * x.selection).toFixed(1) + '%'} |`,
+    ),
   ];
   return lines.join('\n');
 }

@@ -1,12 +1,13 @@
 // What every layer of a causal language model offers to the model that composes them.
+import type { DTypeName } from '../dtype.js';
 import type { NativeTensor } from '../native.js';
 import type { Ops } from '../ops.js';
 
 /** Scratch buffers shared by all layers of one forward call, sized for `rows` = B * L tokens. */
 export interface Workspace {
   rows: number;
-  /** Views of the model's scratch tensors with exactly `rows` rows; layers ask by name. */
-  get(name: string, cols: number): NativeTensor;
+  /** Views of the model's scratch tensors with exactly `rows` rows; layers ask by name (f32 unless told). */
+  get(name: string, cols: number, dtype?: DTypeName): NativeTensor;
 }
 
 /** One forward call over `batch` sequences of `length` tokens each (rows = batch * length). */
@@ -17,6 +18,8 @@ export interface ForwardContext {
   length: number;
   /** One token per sequence, continuing a carried state: layers may use their decode kernels. */
   decode: boolean;
+  /** i32 [batch]: the absolute position of each sequence's first token in this call. */
+  start: NativeTensor;
 }
 
 export interface LayerState {
@@ -35,5 +38,7 @@ export interface Layer<S extends LayerState = LayerState> {
   forward(ctx: ForwardContext, residual: NativeTensor, pending: NativeTensor | null, states: S[]): NativeTensor | null;
   /** A zeroed state for one sequence. */
   createState(): S;
+  /** Called after a forward over `rows` tokens has run; layers may read back small results here. */
+  afterRun?(rows: number): void;
   dispose(): void;
 }

@@ -4,6 +4,7 @@ import type { ModelConfig } from '../config.js';
 import { addon, type NativeTensor } from '../native.js';
 import type { WeightLoader } from '../weights.js';
 import type { ForwardContext, Layer, LayerState } from './layer.js';
+import { colsView } from './views.js';
 
 /** Per-sequence decode state of one Mamba-2 layer. */
 export class Mamba2State implements LayerState {
@@ -77,9 +78,9 @@ export class Mamba2Block implements Layer<Mamba2State> {
     // in_proj; its output columns are z | xBC | dt.
     const zxbcdt = ws.get('zxbcdt', dip);
     ops.linear(u, w.inProj, zxbcdt);
-    const z = zxbcdt.cols(0, di);
-    const xbcRaw = zxbcdt.cols(di, di + cd);
-    const dt = zxbcdt.cols(di + cd, dip);
+    const z = colsView(zxbcdt, 0, di);
+    const xbcRaw = colsView(zxbcdt, di, di + cd);
+    const dt = colsView(zxbcdt, di + cd, dip);
 
     // Causal conv + SiLU over x|B|C, carrying the conv state.
     const xbc = ws.get('xbc', cd);
@@ -89,9 +90,9 @@ export class Mamba2Block implements Layer<Mamba2State> {
 
     // The selective state space model.
     const ssd = {
-      x: xbc.cols(0, di),
-      B: xbc.cols(di, di + G * N),
-      C: xbc.cols(di + G * N, cd),
+      x: colsView(xbc, 0, di),
+      B: colsView(xbc, di, di + G * N),
+      C: colsView(xbc, di + G * N, cd),
       dt,
       dt_bias: w.dtBias,
       A_log: w.aLog,

@@ -5,7 +5,10 @@ import { resolveBackend, setThreads, type BackendName } from '../backend.js';
 import { loadConfig, type ModelConfig } from '../config.js';
 import type { ForwardContext, Layer, LayerState, Workspace } from '../layers/layer.js';
 import { Mamba2Block } from '../layers/mamba2_block.js';
-import { addon, type DeviceName, type NativeTensor } from '../native.js';
+import { SelectiveAttentionLayer, type SalSelection } from '../layers/sal.js';
+import { colsView, reshapeView, rowsView } from '../layers/views.js';
+import type { DTypeName } from '../dtype.js';
+import { addon, type DeviceName, type NativeGraph, type NativeTensor } from '../native.js';
 import { Ops } from '../ops.js';
 import { WeightLoader, type WeightDType } from '../weights.js';
 
@@ -18,6 +21,26 @@ export interface LoadOptions {
   weightDtype?: WeightDType;
   /** Longest piece of a prompt run at once; longer prompts run in pieces carrying the state. */
   prefillChunk?: number;
+  /** Replay repeated forwards (decode steps, evaluation pieces) from captured graphs (default true). */
+  graphs?: boolean;
+}
+
+type Want = 'last' | 'all' | 'none' | { targets: Int32Array };
+
+/** The op calls of one forward, recorded with their own input and output tensors. */
+interface CapturedForward {
+  graph: NativeGraph;
+  states: SequenceState[];
+  ids: NativeTensor;
+  start: NativeTensor;
+  targets: NativeTensor | null;
+  out: NativeTensor | null;
+  owned: NativeTensor[];
+}
+
+function disposeCaptured(g: CapturedForward): void {
+  g.graph.dispose();
+  for (const t of g.owned) t.dispose();
 }
 
 export interface PrefillOptions {
@@ -34,6 +57,8 @@ export interface PrefillResult {
   states: SequenceState[];
   /** Row width of `logits`. */
   vocab: number;
+  /** Per SAL: how many of this prompt's tokens it selected (empty for pure Mamba-2). */
+  selection: SalSelection[];
 }
 
 /** Everything one sequence carries between calls: a state per layer and its position. */
@@ -67,14 +92,14 @@ class ScratchPool {
   workspace(rows: number): Workspace {
     return {
       rows,
-      get: (name: string, cols: number) => {
+      get: (name: string, cols: number, dtype: DTypeName = 'f32') => {
         let t = this.buffers.get(name);
-        if (!t || t.shape[0]! < rows || t.shape[1] !== cols) {
+        if (!t || t.shape[0]! < rows || t.shape[1] !== cols || t.dtype !== dtype) {
           t?.dispose(); // queued ops keep their own reference until they have run
-          t = addon().empty([rows, cols], 'f32', this.device, false);
+          t = addon().empty([rows, cols], dtype, this.device, false);
           this.buffers.set(name, t);
         }
-        return t.shape[0] === rows ? t : t.rows(0, rows);
+        return t.shape[0] === rows ? t : rowsView(t, 0, rows);
       },
     };
   }
@@ -90,6 +115,8 @@ export class CausalLM {
   private readonly ops: Ops;
   private readonly scratch: ScratchPool;
   private readonly prefillChunk: number;
+  private readonly useGraphs: boolean;
+  private readonly graphs = new Map<string, CapturedForward>();
   private busy: Promise<unknown> = Promise.resolve();
   private disposedFlag = false;
 
@@ -106,6 +133,7 @@ export class CausalLM {
     this.ops = new Ops(device);
     this.scratch = new ScratchPool(device);
     this.prefillChunk = opts.prefillChunk ?? 512;
+    this.useGraphs = opts.graphs ?? true;
     if (!Number.isInteger(this.prefillChunk) || this.prefillChunk < 1) {
       throw new RangeError(`prefillChunk must be a positive integer, got ${opts.prefillChunk}`);
     }
@@ -130,10 +158,10 @@ export class CausalLM {
       owned.push(embedding);
       const layers: Layer[] = [];
       config.layer_types.forEach((kind, i) => {
-        if (kind !== 'mamba2') {
-          throw new Error(`layer ${i} is a "${kind}" layer, which this version cannot run yet (only mamba2 layers)`);
-        }
-        const layer = Mamba2Block.load(config, loader, i);
+        let layer: Layer;
+        if (kind === 'mamba2') layer = Mamba2Block.load(config, loader, i);
+        else if (kind === 'sal') layer = SelectiveAttentionLayer.load(config, loader, i);
+        else throw new Error(`layer ${i} is a "${kind}" layer, which this version cannot run yet`);
         owned.push(layer);
         layers.push(layer);
       });
@@ -157,6 +185,25 @@ export class CausalLM {
   /** Subclasses restrict which configs they accept. */
   protected static checkConfig(_config: ModelConfig): void {}
 
+  /** The model's Selective Attention Layers, in order (none for pure Mamba-2). */
+  get sals(): SelectiveAttentionLayer[] {
+    return this.layers.filter((l): l is SelectiveAttentionLayer => l instanceof SelectiveAttentionLayer);
+  }
+
+  /** Per SAL: the selection of the last forward call (prefill chunk or decode step). */
+  get lastSelection(): SalSelection[] {
+    return this.sals.map((l) => ({ ...l.last }));
+  }
+
+  /** Per SAL: the selection over every forward since load (or resetSelection()). */
+  get totalSelection(): SalSelection[] {
+    return this.sals.map((l) => ({ ...l.total }));
+  }
+
+  resetSelection(): void {
+    for (const l of this.sals) l.resetSelection();
+  }
+
   /** A fresh (zero) state for one sequence. */
   createState(): SequenceState {
     this.checkAlive();
@@ -178,6 +225,41 @@ export class CausalLM {
       this.checkStates(states, tokens.length);
       this.checkIds([tokens], 'token');
       return this.forward(Int32Array.from(tokens), tokens.length, 1, states, true, 'last');
+    });
+  }
+
+  /**
+   * Score a piece of one sequence: nll[t] = -log p(targets[t] | everything up to ids[t]),
+   * continuing `state` (so a long text is scored piece by piece in constant memory). A target
+   * of -1 scores nothing (0). The log-softmax runs on the backend beside the LM head; only
+   * the L losses come back.
+   */
+  score(ids: ArrayLike<number>, targets: ArrayLike<number>, state: SequenceState): Promise<Float32Array> {
+    return this.exclusive(async () => {
+      const L = ids.length;
+      if (L === 0) throw new RangeError('score: need at least one token');
+      if (targets.length !== L) throw new RangeError(`score: ${L} ids but ${targets.length} targets`);
+      for (let t = 0; t < L; t++) {
+        const id = ids[t]!;
+        if (!Number.isInteger(id) || id < 0 || id >= this.config.vocab_size) {
+          throw new RangeError(`token id ${id} (position ${t}) is out of range [0, ${this.config.vocab_size})`);
+        }
+      }
+      const V = this.config.vocab_size;
+      for (let t = 0; t < L; t++) {
+        const y = targets[t]!;
+        if (!Number.isInteger(y) || y < -1 || y >= V) throw new RangeError(`score: target id ${y} at position ${t} is out of range [0, ${V})`);
+      }
+      this.checkStates([state], 1);
+      const idsA = ids instanceof Int32Array ? ids : Int32Array.from(ids);
+      const targetsA = targets instanceof Int32Array ? targets : Int32Array.from(targets);
+      const nll = new Float32Array(L);
+      for (let c0 = 0; c0 < L; c0 += this.prefillChunk) {
+        const c1 = Math.min(L, c0 + this.prefillChunk);
+        const part = await this.forward(idsA.subarray(c0, c1), 1, c1 - c0, [state], false, { targets: targetsA.subarray(c0, c1) });
+        nll.set(part, c0);
+      }
+      return nll;
     });
   }
 
@@ -206,6 +288,7 @@ export class CausalLM {
   dispose(): void {
     if (this.disposedFlag) return;
     this.disposedFlag = true;
+    for (const key of [...this.graphs.keys()]) this.dropGraph(key);
     for (const l of this.layers) l.dispose();
     this.embedding.dispose();
     this.normF.dispose();
@@ -232,6 +315,14 @@ export class CausalLM {
     const V = this.config.vocab_padded;
     const all = opts.logits === 'all';
     const logits = new Float32Array((all ? B * L : B) * V);
+    const selection = this.sals.map((l) => ({ layer: l.index, selected: 0, tokens: 0, fraction: 0 }));
+    const tally = () =>
+      this.sals.forEach((l, k) => {
+        const s = selection[k]!;
+        s.selected += l.last.selected;
+        s.tokens += l.last.tokens;
+        s.fraction = s.tokens ? s.selected / s.tokens : 0;
+      });
     for (let c0 = 0; c0 < L; c0 += this.prefillChunk) {
       const Lc = Math.min(this.prefillChunk, L - c0);
       const chunk = new Int32Array(B * Lc);
@@ -239,51 +330,142 @@ export class CausalLM {
       const isLast = c0 + Lc === L;
       if (!all && !isLast) {
         await this.forward(chunk, B, Lc, states, false, 'none');
+        tally();
         continue;
       }
       const part = await this.forward(chunk, B, Lc, states, false, all ? 'all' : 'last');
+      tally();
       if (!all) logits.set(part);
       else for (let b = 0; b < B; b++) logits.set(part.subarray(b * Lc * V, (b + 1) * Lc * V), (b * L + c0) * V);
     }
-    return { logits, states, vocab: V };
+    return { logits, states, vocab: V, selection };
   }
 
-  /** Enqueue one forward over B x L tokens, run it, and return the requested logits. */
+  /**
+   * Run one forward over B x L tokens and return the requested logits (or losses).
+   *
+   * The op calls of a forward are captured once as a graph and replayed while the shape, the
+   * request and the states stay the same (every decode step of a generation, every piece of a
+   * long evaluation): the token ids, positions and targets are rewritten in place and the
+   * graph launched, one native call instead of hundreds of validated op calls, and no
+   * per-call garbage for the JavaScript heap.
+   */
   private async forward(
     ids: Int32Array,
     B: number,
     L: number,
     states: SequenceState[],
     decode: boolean,
-    want: 'last' | 'all' | 'none',
+    want: Want,
   ): Promise<Float32Array> {
+    const wantKey = typeof want === 'object' ? 'nll' : want;
+    const key = `${decode ? 'decode' : 'prefill'} ${B}x${L} ${wantKey}`;
+    let g = this.graphs.get(key);
+    if (!g || g.states.some((s, i) => s !== states[i])) {
+      if (g) this.dropGraph(key);
+      g = this.capture(B, L, states, decode, want);
+      if (this.useGraphs) {
+        // A few shapes at a time (decode, prefill pieces, the last piece): drop the oldest.
+        if (this.graphs.size >= 4) this.dropGraph(this.graphs.keys().next().value!);
+        this.graphs.set(key, g);
+      }
+    }
+    try {
+      g.ids.write(ids);
+      g.start.write(Int32Array.from(states, (s) => s.position));
+      if (g.targets && typeof want === 'object') g.targets.write(want.targets);
+      this.ops.stream.launch(g.graph);
+      await this.ops.sync();
+      this.afterRun(states, B, L);
+      return g.out ? (g.out.toArray() as Float32Array) : new Float32Array(0);
+    } finally {
+      if (!this.useGraphs) disposeCaptured(g);
+    }
+  }
+
+  /** Record the op calls of one forward into a graph with its own inputs and output. */
+  private capture(B: number, L: number, states: SequenceState[], decode: boolean, want: Want): CapturedForward {
+    const ids = addon().empty([B * L], 'i32', this.device, true);
+    const start = addon().empty([B], 'i32', this.device, true);
+    const targets = typeof want === 'object' ? addon().empty([B * L, 1], 'i32', this.device, true) : null;
+    // The graph's own output, so a later call cannot take a scratch buffer from it.
+    const V = this.config.vocab_padded;
+    const shape = typeof want === 'object' ? [B * L, 1] : want === 'all' ? [B * L, V] : want === 'last' ? [B, V] : null;
+    const out = shape ? addon().empty(shape, 'f32', this.device, false) : null;
+    const owned: NativeTensor[] = [ids, start];
+    if (targets) owned.push(targets);
+    if (out) owned.push(out);
+    this.ops.stream.beginCapture();
+    let graph: NativeGraph;
+    try {
+      this.enqueueForward(ids, start, B, L, states, decode, targets, out);
+    } finally {
+      graph = this.ops.stream.endCapture();
+    }
+    return { graph, states: [...states], ids, start, targets, out, owned };
+  }
+
+  private dropGraph(key: string): void {
+    const g = this.graphs.get(key);
+    if (!g) return;
+    this.graphs.delete(key);
+    disposeCaptured(g);
+  }
+
+  private afterRun(states: SequenceState[], B: number, L: number): void {
+    for (const s of states) s.position += L;
+    for (const layer of this.layers) layer.afterRun?.(B * L);
+  }
+
+  /**
+   * Enqueue the ops of one forward. `out` receives the logits ([B, V] for the last position of
+   * each sequence, [B*L, V] for every position) or, with `targetsT`, the losses [B*L, 1].
+   */
+  private enqueueForward(
+    idsT: NativeTensor,
+    startT: NativeTensor,
+    B: number,
+    L: number,
+    states: SequenceState[],
+    decode: boolean,
+    targetsT: NativeTensor | null,
+    out: NativeTensor | null,
+  ): void {
     const { d_model: d, vocab_size, vocab_padded: V, norm_eps } = this.config;
     const rows = B * L;
     const ws = this.scratch.workspace(rows);
     const ops = this.ops;
-    const idsT = addon().tensor(ids, [rows], 'i32', this.device);
-    try {
-      const residual = ws.get('residual', d);
-      ops.embedding(idsT, this.embedding, residual, vocab_size);
-      const ctx: ForwardContext = { ops, ws, batch: B, length: L, decode };
-      let pending: NativeTensor | null = null;
-      this.layers.forEach((layer, i) => {
-        pending = layer.forward(ctx, residual, pending, states.map((s) => s.layers[i]!));
-      });
-      let logits: NativeTensor | null = null;
-      if (want !== 'none') {
-        const normed = ws.get('normed', d);
-        ops.rmsnorm(residual, pending, this.normF, normed, norm_eps);
-        // 'last': row L-1 of each sequence, as a strided view [B, d] with row stride L*d.
-        const x = want === 'all' || L === 1 ? normed : normed.reshape([B, L * d]).cols((L - 1) * d, L * d);
-        logits = this.scratch.workspace(want === 'all' ? rows : B).get('logits', V);
-        ops.linear(x, this.lmHead, logits);
-      }
-      await ops.sync();
-      for (const s of states) s.position += L;
-      return logits ? (logits.toArray() as Float32Array) : new Float32Array(0);
-    } finally {
-      idsT.dispose();
+    const residual = ws.get('residual', d);
+    ops.embedding(idsT, this.embedding, residual, vocab_size);
+    const ctx: ForwardContext = { ops, ws, batch: B, length: L, decode, start: startT };
+    let pending: NativeTensor | null = null;
+    this.layers.forEach((layer, i) => {
+      pending = layer.forward(ctx, residual, pending, states.map((s) => s.layers[i]!));
+    });
+    if (!out) return;
+    const normed = ws.get('normed', d);
+    if (targetsT) return this.enqueueNll(normed, pending, residual, targetsT, out);
+    ops.rmsnorm(residual, pending, this.normF, normed, norm_eps);
+    // Only the last position of each sequence: row L-1 as a strided view [B, d], row stride L*d.
+    const x = out.shape[0] === rows ? normed : colsView(reshapeView(normed, [B, L * d]), (L - 1) * d, L * d);
+    ops.linear(x, this.lmHead, out);
+  }
+
+  /**
+   * Final norm, then the LM head and the cross-entropy in blocks of rows, so the logits
+   * scratch stays [block, vocab] however long the piece. Returns the [rows] losses tensor.
+   */
+  private enqueueNll(normed: NativeTensor, pending: NativeTensor | null, residual: NativeTensor, targetsT: NativeTensor, nll: NativeTensor): void {
+    const { vocab_size, vocab_padded: V, norm_eps } = this.config;
+    const rows = targetsT.shape[0]!;
+    this.ops.rmsnorm(residual, pending, this.normF, normed, norm_eps);
+    const block = 64;
+    const logits = this.scratch.workspace(Math.min(block, rows)).get('logits', V);
+    for (let r0 = 0; r0 < rows; r0 += block) {
+      const r1 = Math.min(rows, r0 + block);
+      const part = r1 - r0 === logits.shape[0] ? logits : rowsView(logits, 0, r1 - r0);
+      this.ops.linear(rowsView(normed, r0, r1), this.lmHead, part);
+      this.ops.crossEntropy(part, reshapeView(rowsView(targetsT, r0, r1), [r1 - r0]), reshapeView(rowsView(nll, r0, r1), [r1 - r0]), vocab_size);
     }
   }
 

@@ -1,16 +1,19 @@
 // Random checkpoints: a valid model directory (config.json + model.safetensors) with seeded
 // random weights, for tests, benchmarks and the embedded default (no download needed).
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { configToJson, type ModelConfig } from '../config.js';
-import { f32ToBf16, f32ToF16 } from '../dtype.js';
-import { writeSafetensors, type TensorToWrite } from '../safetensors.js';
+import { bytesToF32, f32ToBf16, f32ToDType, f32ToF16 } from '../dtype.js';
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../safetensors.js';
+import { CausalLM } from './causal_lm.js';
 
 export interface RandomModelOptions {
   seed?: number;
   /** Storage dtype of every tensor in the file (default f32). */
   dtype?: 'f32' | 'f16' | 'bf16';
+  /** Random tokens used to calibrate each SAL's gate bias (default 2048). */
+  calibrationTokens?: number;
 }
 
 /** A small, fast, seeded generator (mulberry32): the same seed gives the same weights. */
@@ -61,11 +64,27 @@ export function randomWeights(cfg: ModelConfig, seed = 0): Map<string, { shape: 
   const near = (len: number, center: number, spread: number) => rng().uniform(len, center - spread, center + spread);
 
   const { d_model: d, vocab_padded: V, d_inner: di, nheads: H, conv_dim: cd, d_in_proj: dip } = cfg;
+  // A SAL (spec section 6). Its gate bias starts at zero; createRandomModel calibrates it.
+  const putSal = (p: string) => {
+    const { n_heads, head_dim, d_ff } = cfg.sal!;
+    const hd = n_heads * head_dim;
+    put(`${p}.norm.weight`, [d], near(d, 1, 0.1));
+    put(`${p}.mixer.gate.weight`, [2, d], linear([2, d]));
+    put(`${p}.mixer.gate.bias`, [2], new Float32Array(2));
+    put(`${p}.mixer.q_proj.weight`, [hd, d], linear([hd, d]));
+    put(`${p}.mixer.k_proj.weight`, [hd, d], linear([hd, d]));
+    put(`${p}.mixer.v_proj.weight`, [hd, d], linear([hd, d]));
+    put(`${p}.mixer.o_proj.weight`, [d, hd], linear([d, hd], 1 / Math.sqrt(cfg.n_layer)));
+    put(`${p}.norm2.weight`, [d], near(d, 1, 0.1));
+    put(`${p}.mlp.fc1.weight`, [2 * d_ff, d], linear([2 * d_ff, d]));
+    put(`${p}.mlp.fc2.weight`, [d, d_ff], linear([d, d_ff], 1 / Math.sqrt(cfg.n_layer)));
+  };
   const K = cfg.ssm.d_conv;
   put('backbone.embedding.weight', [V, d], rng().normal(V * d, 0.02));
   cfg.layer_types.forEach((kind, i) => {
     const p = `backbone.layers.${i}`;
-    if (kind !== 'mamba2') throw new Error(`createRandomModel: layer ${i} is "${kind}"; only mamba2 layers can be generated yet`);
+    if (kind === 'sal') return putSal(p);
+    if (kind !== 'mamba2') throw new Error(`createRandomModel: layer ${i} is "${kind}"; only mamba2 and sal layers can be generated yet`);
     put(`${p}.norm.weight`, [d], near(d, 1, 0.1));
     put(`${p}.mixer.in_proj.weight`, [dip, d], linear([dip, d]));
     put(`${p}.mixer.conv1d.weight`, [cd, 1, K], rng().uniform(cd * K, -1 / Math.sqrt(K), 1 / Math.sqrt(K)));
@@ -84,8 +103,11 @@ export function randomWeights(cfg: ModelConfig, seed = 0): Map<string, { shape: 
   return out;
 }
 
-/** Write a random model directory; returns its path. */
-export function createRandomModel(cfg: ModelConfig, dir: string, opts: RandomModelOptions = {}): string {
+/**
+ * Write a random model directory; returns its path. When the model has SALs, each gate bias
+ * is then calibrated so that the SAL selects the configured capacity C of random tokens.
+ */
+export async function createRandomModel(cfg: ModelConfig, dir: string, opts: RandomModelOptions = {}): Promise<string> {
   const dtype = opts.dtype ?? 'f32';
   const weights = randomWeights(cfg, opts.seed ?? 0);
   const tensors: TensorToWrite[] = [...weights].map(([name, { shape, data }]) => ({
@@ -97,5 +119,65 @@ export function createRandomModel(cfg: ModelConfig, dir: string, opts: RandomMod
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'config.json'), JSON.stringify(configToJson(cfg), null, 2) + '\n');
   writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt', generator: 'taipan createRandomModel' });
+  if (cfg.layer_types.includes('sal')) await calibrateGates(cfg, dir, opts);
   return dir;
+}
+
+/**
+ * Set each SAL's gate bias so that it selects the fraction C = sal.capacity of random tokens
+ * (spec section 6). SALs are calibrated in order, each on the inputs it sees once the earlier
+ * ones are calibrated: run the model on random tokens, collect the SAL's gate logit differences
+ * s1 - s0, and shift b1 so that exactly a fraction C of them is positive. The new bias is
+ * written into the checkpoint in place.
+ */
+async function calibrateGates(cfg: ModelConfig, dir: string, opts: RandomModelOptions): Promise<void> {
+  const C = cfg.sal!.capacity;
+  const n = opts.calibrationTokens ?? 2048;
+  const rng = new Rng(((opts.seed ?? 0) ^ 0x5a1ca11b) >>> 0);
+  const tokens = Array.from({ length: n }, () => Math.floor(rng.next() * cfg.vocab_size));
+  const file = join(dir, 'model.safetensors');
+  const model = await CausalLM.load(dir, { backend: 'cpu' });
+  try {
+    for (const sal of model.sals) {
+      sal.captureGate = [];
+      const { states } = await model.prefill(tokens);
+      for (const s of states) s.dispose();
+      const diffs = Float64Array.from(sal.captureGate).sort();
+      sal.captureGate = null;
+      // A threshold with a fraction C of the differences above it, halfway between neighbours.
+      const k = Math.min(n, Math.max(0, Math.round((1 - C) * n)));
+      const below = k > 0 ? diffs[k - 1]! : diffs[0]! - 1;
+      const above = k < n ? diffs[k]! : diffs[n - 1]! + 1;
+      const threshold = (below + above) / 2;
+      const [b0, b1] = sal.gateBias();
+      const name = `backbone.layers.${sal.index}.mixer.gate.bias`;
+      const stored = writeBias(file, name, [b0, b1 - threshold]);
+      sal.setGateBias(stored);
+    }
+  } finally {
+    model.dispose();
+  }
+}
+
+/** Overwrite a small tensor's bytes in a safetensors file; returns the values as stored. */
+function writeBias(file: string, name: string, values: [number, number]): [number, number] {
+  const st = SafetensorsFile.open(file);
+  let offset: number;
+  let dtype;
+  try {
+    offset = st.locate(name).offset;
+    dtype = st.info(name).dtype;
+  } finally {
+    st.close();
+  }
+  const encoded = f32ToDType(dtype, Float32Array.from(values));
+  const bytes = new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.byteLength);
+  const fd = openSync(file, 'r+');
+  try {
+    writeSync(fd, bytes, 0, bytes.byteLength, offset);
+  } finally {
+    closeSync(fd);
+  }
+  const back = bytesToF32(dtype, bytes);
+  return [back[0]!, back[1]!];
 }

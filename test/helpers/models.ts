@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { parseConfig, type ModelConfig } from '../../lib/config.js';
-import { createRandomModel, randomWeights } from '../../lib/models/random.js';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../lib/dtype.js';
+import { createRandomModel } from '../../lib/models/random.js';
+import { openCheckpoint } from '../../lib/safetensors.js';
 
 export function smallMamba2Config(over: Record<string, unknown> = {}, ssm: Record<string, unknown> = {}): ModelConfig {
   return parseConfig({
@@ -27,14 +27,37 @@ export function tempDir(prefix = 'taipan-test-'): { dir: string; cleanup: () => 
 }
 
 /** Write a random checkpoint; also return its weights exactly as stored, in float64. */
-export function writeModel(cfg: ModelConfig, dir: string, seed = 1, dtype: 'f32' | 'f16' | 'bf16' = 'f32') {
-  createRandomModel(cfg, dir, { seed, dtype });
-  const weights = new Map<string, Float64Array>();
-  for (const [name, { data }] of randomWeights(cfg, seed)) {
-    const stored = dtype === 'f32' ? data : dtype === 'bf16' ? bf16ToF32(f32ToBf16(data)) : f16ToF32(f32ToF16(data));
-    weights.set(name, Float64Array.from(stored));
+export async function writeModel(cfg: ModelConfig, dir: string, seed = 1, dtype: 'f32' | 'f16' | 'bf16' = 'f32', calibrationTokens?: number) {
+  await createRandomModel(cfg, dir, { seed, dtype, calibrationTokens });
+  return readWeights(dir);
+}
+
+/** Every tensor of a checkpoint directory as float64, exactly as stored. */
+export function readWeights(dir: string): Map<string, Float64Array> {
+  const src = openCheckpoint(dir);
+  try {
+    const weights = new Map<string, Float64Array>();
+    for (const name of src.names()) weights.set(name, Float64Array.from(src.readF32(name).data));
+    return weights;
+  } finally {
+    src.close();
   }
-  return weights;
+}
+
+/** A small Taipan: d 64, 7 layers with SALs at 2 and 6, window 16, vocab 100. */
+export function smallTaipanConfig(sal: Record<string, unknown> = {}, over: Record<string, unknown> = {}): ModelConfig {
+  return parseConfig({
+    model_type: 'taipan',
+    d_model: 64,
+    n_layer: 7,
+    layer_types: ['mamba2', 'mamba2', 'sal', 'mamba2', 'mamba2', 'mamba2', 'sal'],
+    vocab_size: 100,
+    pad_vocab_size_multiple: 16,
+    tie_embeddings: true,
+    ssm: { d_state: 16, d_conv: 4, expand: 2, headdim: 16, ngroups: 1, chunk_size: 8 },
+    sal: { n_heads: 4, head_dim: 16, window: 16, d_ff: 96, capacity: 0.3, ...sal },
+    ...over,
+  });
 }
 
 /** Max |a - b| divided by the RMS of b: the spec's relative measure for logits. */

@@ -1,0 +1,94 @@
+// What a Selective Attention Layer costs against a dense sliding-window attention layer of the
+// same window: one taipan-190m-shaped SAL (d 768, 12 x 64 heads, window 2048, d_ff 2048) run
+// on a 2048-token prompt, once with the gate calibrated to C = 0.15 and once with every token
+// selected (C = 1: each token queries its window, which is exactly dense sliding-window
+// attention). The model around the layer is an embedding and a 256-token head run on the last
+// position only, so the time is the layer's.
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { setThreads } from '../backend.js';
+import { parseConfig } from '../config.js';
+import { createRandomModel } from '../models/random.js';
+import { TaipanModel } from '../models/taipan.js';
+
+export interface SalBenchRow {
+  capacity: number;
+  /** Realized selected fraction on the prompt. */
+  selected: number;
+  /** Milliseconds for the SAL on the whole prompt. */
+  layerMs: number;
+}
+
+export interface SalBenchResult {
+  date: string;
+  prompt: number;
+  threads: number;
+  rows: SalBenchRow[];
+}
+
+function salConfig(capacity: number) {
+  return parseConfig({
+    model_type: 'taipan',
+    d_model: 768,
+    layer_types: ['sal'],
+    vocab_size: 256,
+    ssm: { d_state: 128, headdim: 64 },
+    sal: { n_heads: 12, head_dim: 64, window: 2048, d_ff: 2048, capacity },
+  });
+}
+
+export async function runSalBenchmark(o: { prompt?: number; threads?: number; repeats?: number; cacheDir?: string; log?: (l: string) => void } = {}): Promise<SalBenchResult> {
+  const prompt = o.prompt ?? 2048;
+  const repeats = Math.max(1, o.repeats ?? 3);
+  const threads = setThreads(o.threads ?? 2);
+  const log = o.log ?? (() => {});
+  let s = 5;
+  const ids = Array.from({ length: prompt }, () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % 256);
+
+  const timeModel = async (capacity: number) => {
+    const dir = join(o.cacheDir ?? join(tmpdir(), 'taipan-bench'), `sal-layer-${capacity}-seed0`);
+    if (!existsSync(join(dir, 'model.safetensors'))) await createRandomModel(salConfig(capacity), dir, { seed: 0 });
+    const model = await TaipanModel.load(dir, { backend: 'cpu', prefillChunk: prompt });
+    try {
+      const runs: number[] = [];
+      let selected = 0;
+      for (let r = 0; r <= repeats; r++) {
+        model.resetSelection();
+        const t0 = process.hrtime.bigint();
+        const res = await model.prefill(ids);
+        const t = Number(process.hrtime.bigint() - t0) / 1e6;
+        res.states.forEach((x) => x.dispose());
+        selected = res.selection[0]?.fraction ?? 0;
+        if (r > 0) runs.push(t);
+      }
+      runs.sort((a, b) => a - b);
+      return { ms: runs[Math.floor(runs.length / 2)]!, selected };
+    } finally {
+      model.dispose();
+    }
+  };
+
+  const rows: SalBenchRow[] = [];
+  for (const capacity of [0.15, 1]) {
+    const { ms, selected } = await timeModel(capacity);
+    rows.push({ capacity, selected, layerMs: ms });
+    log(`  SAL C=${capacity}: ${ms.toFixed(1)} ms (selected ${(100 * selected).toFixed(1)}%)`);
+  }
+  return { date: new Date().toISOString(), prompt, threads, rows };
+}
+
+export function formatSalBenchmark(r: SalBenchResult): string {
+  const dense = r.rows.find((x) => x.capacity === 1)!;
+  return [
+    `one SAL (d 768, 12 x 64 heads, window 2048, d_ff 2048), prefill ${r.prompt} tokens, ${r.threads} threads`,
+    '',
+    '| gate | selected | layer ms | vs dense |',
+    '|---|---:|---:|---:|',
+    ...r.rows.map(
+      (x) =>
+        `| ${x.capacity === 1 ? 'all tokens (dense sliding window)' : `C = ${x.capacity}`} | ${(100 * x.selected).toFixed(1)}% | ${x.layerMs.toFixed(1)} | ${(x.layerMs / dense.layerMs).toFixed(2)}x |`,
+    ),
+  ].join('\n');
+}
