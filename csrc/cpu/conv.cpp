@@ -34,6 +34,12 @@ void conv_seq_portable(int64_t L, int64_t K, int64_t c0, int64_t c1, const float
 
 constexpr int64_t kMaxK = 16;
 
+__attribute__((target("avx2,fma"))) void silu_inplace_avx2(float* v, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(v + i, silu256(_mm256_loadu_ps(v + i)));
+  for (; i < n; i++) v[i] = silu_scalar(v[i]);
+}
+
 __attribute__((target("avx2,fma"))) void conv_seq_avx2(int64_t L, int64_t K, int64_t c0, int64_t c1, const float* x, int64_t ldx,
                                                       const float* w, const float* bias, const float* st, float* out, int64_t ldo) {
   int64_t c = c0;
@@ -105,10 +111,35 @@ void conv1d_silu(ThreadPool& pool, int64_t B, int64_t L, int64_t C, int64_t K, c
   });
 }
 
+// Decode: one token per sequence. The prefill kernel would gather taps and state across 8
+// channels per vector for a single token, which costs more than the arithmetic; here each
+// channel is a short contiguous dot product (its K taps and its K-1 state values are adjacent
+// in memory), and SiLU runs vectorised over the block afterwards.
 void conv1d_update(ThreadPool& pool, int64_t B, int64_t C, int64_t K, const float* x, int64_t ldx,
-                   const float* w, const float* bias, float* state, float* out) {
-  // One token: the same computation as a prefill of length 1 with the state carried.
-  conv1d_silu(pool, B, 1, C, K, x, ldx, w, bias, state, out, state);
+                   const float* w, const float* bias, float* const* states, float* out) {
+  bool vec = use_avx2();
+  const int64_t block = 256;
+  int64_t nblocks = (C + block - 1) / block;
+  pool.parallel_for(B * nblocks, [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; i++) {
+      int64_t b = i / nblocks, c0 = (i % nblocks) * block, c1 = std::min(C, c0 + block);
+      float* st = states[b];
+      const float* xb = x + b * ldx;
+      float* ob = out + b * C;
+      for (int64_t c = c0; c < c1; c++) {
+        const float* wc = w + c * K;
+        float* s = st + c * (K - 1);
+        float xin = xb[c];
+        float acc = (bias ? bias[c] : 0.0f) + wc[K - 1] * xin;
+        for (int64_t k = 0; k < K - 1; k++) acc += wc[k] * s[k];
+        for (int64_t k = 0; k + 1 < K - 1; k++) s[k] = s[k + 1];  // shift the window by one
+        if (K > 1) s[K - 2] = xin;
+        ob[c] = acc;
+      }
+      if (vec) silu_inplace_avx2(ob + c0, c1 - c0);
+      else for (int64_t c = c0; c < c1; c++) ob[c] = silu_scalar(ob[c]);
+    }
+  }, 1);
 }
 
 }  // namespace taipan::cpu

@@ -56,9 +56,9 @@ void gated_rmsnorm(ThreadPool& pool, int64_t M, int64_t d, int64_t G, const floa
 void conv1d_silu(ThreadPool& pool, int64_t B, int64_t L, int64_t C, int64_t K, const float* x,
                  int64_t ldx, const float* w, const float* bias, const float* state_in,
                  float* out, float* state_out);
-// One new token per sequence: x row b at x + b*ldx; state [B, C, K-1] updated in place.
+// One new token per sequence: x row b at x + b*ldx; states[b] ([C, K-1]) updated in place.
 void conv1d_update(ThreadPool& pool, int64_t B, int64_t C, int64_t K, const float* x,
-                   int64_t ldx, const float* w, const float* bias, float* state, float* out);
+                   int64_t ldx, const float* w, const float* bias, float* const* states, float* out);
 
 // ---- SSD: the Mamba-2 selective state space scan (ssd.cpp) ----------------------------------
 struct SsdDims {

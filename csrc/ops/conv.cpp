@@ -62,7 +62,9 @@ Work plan_conv(const OpArgs& a) {
 
 Work plan_update(const OpArgs& a) {
   ConvArgs c = check_conv(a, true);
-  return [c](ExecContext& ctx) { run_conv(c, *ctx.pool); };
+  return [c](ExecContext& ctx) {
+    cpu::conv1d_update(*ctx.pool, c.B, c.C, c.K, c.x, c.ldx, c.w, c.bias, c.state.per_seq.data(), c.out);
+  };
 }
 
 OpRegistrar r1({"conv1d_silu", "causal depthwise conv1d + SiLU over [B, L] tokens, carrying the conv state", plan_conv});
