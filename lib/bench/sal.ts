@@ -3,7 +3,10 @@
 // on a 2048-token prompt, once with the gate calibrated to C = 0.15 and once with every token
 // selected (C = 1: each token queries its window, which is exactly dense sliding-window
 // attention). The model around the layer is an embedding and a 256-token head run on the last
-// position only, so the time is the layer's.
+// position only, so the time is the layer's. A third run with the gate closed (nothing
+// selected) gives the part every token pays whatever the gate says (pre-norm and gate, k and
+// v projections, the SwiGLU MLP); the rest is the selective part (q, attention, o_proj, mix),
+// which should scale with the selected fraction.
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,11 +17,14 @@ import { createRandomModel } from '../models/random.js';
 import { TaipanModel } from '../models/taipan.js';
 
 export interface SalBenchRow {
+  /** Gate capacity the bias was calibrated to; 0 = gate closed (nothing selected). */
   capacity: number;
   /** Realized selected fraction on the prompt. */
   selected: number;
   /** Milliseconds for the SAL on the whole prompt. */
   layerMs: number;
+  /** layerMs minus the gate-closed time: the cost of the selected tokens. */
+  selectiveMs: number;
 }
 
 export interface SalBenchResult {
@@ -48,9 +54,11 @@ export async function runSalBenchmark(o: { prompt?: number; threads?: number; re
   const ids = Array.from({ length: prompt }, () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % 256);
 
   const timeModel = async (capacity: number) => {
-    const dir = join(o.cacheDir ?? join(tmpdir(), 'taipan-bench'), `sal-layer-${capacity}-seed0`);
-    if (!existsSync(join(dir, 'model.safetensors'))) await createRandomModel(salConfig(capacity), dir, { seed: 0 });
+    const c = capacity === 0 ? 0.15 : capacity;
+    const dir = join(o.cacheDir ?? join(tmpdir(), 'taipan-bench'), `sal-layer-${c}-seed0`);
+    if (!existsSync(join(dir, 'model.safetensors'))) await createRandomModel(salConfig(c), dir, { seed: 0 });
     const model = await TaipanModel.load(dir, { backend: 'cpu', prefillChunk: prompt });
+    if (capacity === 0) model.sals[0]!.setGateBias([0, -1e4]);
     try {
       const runs: number[] = [];
       let selected = 0;
@@ -71,9 +79,11 @@ export async function runSalBenchmark(o: { prompt?: number; threads?: number; re
   };
 
   const rows: SalBenchRow[] = [];
-  for (const capacity of [0.15, 1]) {
+  let closed = 0;
+  for (const capacity of [0, 0.15, 1]) {
     const { ms, selected } = await timeModel(capacity);
-    rows.push({ capacity, selected, layerMs: ms });
+    if (capacity === 0) closed = ms;
+    rows.push({ capacity, selected, layerMs: ms, selectiveMs: ms - closed });
     log(`  SAL C=${capacity}: ${ms.toFixed(1)} ms (selected ${(100 * selected).toFixed(1)}%)`);
   }
   return { date: new Date().toISOString(), prompt, threads, rows };
@@ -84,11 +94,12 @@ export function formatSalBenchmark(r: SalBenchResult): string {
   return [
     `one SAL (d 768, 12 x 64 heads, window 2048, d_ff 2048), prefill ${r.prompt} tokens, ${r.threads} threads`,
     '',
-    '| gate | selected | layer ms | vs dense |',
-    '|---|---:|---:|---:|',
-    ...r.rows.map(
-      (x) =>
-        `| ${x.capacity === 1 ? 'all tokens (dense sliding window)' : `C = ${x.capacity}`} | ${(100 * x.selected).toFixed(1)}% | ${x.layerMs.toFixed(1)} | ${(x.layerMs / dense.layerMs).toFixed(2)}x |`,
-    ),
+    '| gate | selected | layer ms | vs dense | selective part ms | vs dense |',
+    '|---|---:|---:|---:|---:|---:|',
+    ...r.rows.map((x) => {
+      const name = x.capacity === 1 ? 'all tokens (dense sliding window)' : x.capacity === 0 ? 'closed (nothing selected)' : `C = ${x.capacity}`;
+      const rel = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}x` : '-');
+      return `| ${name} | ${(100 * x.selected).toFixed(1)}% | ${x.layerMs.toFixed(1)} | ${rel(x.layerMs, dense.layerMs)} | ${x.selectiveMs.toFixed(1)} | ${rel(x.selectiveMs, dense.selectiveMs)} |`;
+    }),
   ].join('\n');
 }
