@@ -113,6 +113,28 @@ describe('eval and logits commands', () => {
     expect(text.out).toMatch(/SAL layer 2: selected \d+ of 69 tokens/);
   });
 
+  it('taipan eval --text tokenizes with the model tokenizer (Llama-3 for Taipan) and scores every token but the first', async () => {
+    const big = smallTaipanConfig({}, { vocab_size: 128256, d_model: 32 });
+    const dir = tempDir();
+    try {
+      await writeModel(big, dir.dir, 71, 'f32', 256);
+      const text = 'Taipan reads long texts: the quick brown fox jumps over the lazy dog. Émigré café, 東京, 🐍!';
+      const file = join(dir.dir, 'text.txt');
+      writeFileSync(file, text);
+      const { Tokenizer } = await import('../lib/tokenizer.js');
+      const n = Tokenizer.llama3().encode(text, { addBos: true }).length;
+      const r = await capture(['eval', '--model', dir.dir, '--tokens', file, '--text', '--json', '--backend', 'cpu']);
+      expect(r.code).toBe(0);
+      const j = JSON.parse(r.out);
+      expect(j.tokens).toBe(n - 1);
+      expect(Number.isFinite(j.perplexity)).toBe(true);
+      // A random model over 128256 ids is about uniform: perplexity near the vocabulary size.
+      expect(j.perplexity).toBeGreaterThan(1e4);
+    } finally {
+      dir.cleanup();
+    }
+  });
+
   it('names the problem in a bad token file', async () => {
     const odd = join(tmp.dir, 'odd.bin');
     writeFileSync(odd, new Uint8Array(7));

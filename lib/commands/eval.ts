@@ -32,7 +32,7 @@ export async function evalCommand(args: string[]): Promise<number> {
   try {
     if (values.text) {
       const { Tokenizer } = await import('../tokenizer.js');
-      const tok = await Tokenizer.forModel(values.model, model.config.model_type);
+      const tok = Tokenizer.forModel(values.model, model.config.model_type, model.config.vocab_size);
       source = arrayTokens(tok.encode(readFileSync(values.tokens, 'utf8'), { addBos: true }));
     } else {
       source = new TokenFile(values.tokens);
