@@ -40,7 +40,11 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   explicit TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
     if (info.Length() < 2 || !info[0].IsExternal())
       throw Napi::TypeError::New(info.Env(), "Tensor cannot be constructed directly; use tensor(), empty() or fromFile()");
-    t_ = *info[0].As<Napi::External<std::shared_ptr<Tensor>>>().Data();
+    // Take the reference out of the External: the External lives until the next garbage
+    // collection, and a copy left in it would keep the memory (device memory too, which puts
+    // no pressure on the collector) alive after dispose().
+    t_ = std::move(*info[0].As<Napi::External<std::shared_ptr<Tensor>>>().Data());
+    if (!t_) throw Napi::TypeError::New(info.Env(), "Tensor cannot be constructed directly; use tensor(), empty() or fromFile()");
     if (info[1].As<Napi::Boolean>().Value() && t_->device() == Device::CPU) {
       accounted_ = int64_t(t_->storage->bytes);
       Napi::MemoryManagement::AdjustExternalMemory(info.Env(), accounted_);
@@ -186,10 +190,13 @@ void fill_tensor(const Tensor& t, const void* src, DType sd) {
               static_cast<char*>(t.data()) + size_t(r * t.ld) * esz, t.dtype, cols);
     return;
   }
-  if (!t.contiguous()) throw ArgError("writing into a strided CUDA tensor view is not supported");
+  // CUDA: convert on the host into a contiguous staging buffer, then one copy (a strided one
+  // for a column view, which must leave the columns between its rows untouched).
   std::vector<char> staged(size_t(t.numel()) * esz);
   convert(src, sd, staged.data(), t.dtype, t.numel());
-  cuda::copy_to_device(t.data(), staged.data(), staged.size(), nullptr);
+  if (t.contiguous()) cuda::copy_to_device(t.data(), staged.data(), staged.size(), nullptr);
+  else cuda::copy_to_device_2d(t.data(), size_t(t.ld) * esz, staged.data(), size_t(cols) * esz,
+                               size_t(cols) * esz, size_t(rows), nullptr);
 }
 
 Napi::Value TensorWrap::ToArray(const Napi::CallbackInfo& info) {
@@ -304,8 +311,14 @@ Napi::Value CreateEmpty(const Napi::CallbackInfo& info) {
     bool zero = info.Length() <= 3 || info[3].IsUndefined() || info[3].ToBoolean().Value();
     auto t = Tensor::empty(shape, dt, dev);
     if (zero && t->storage->bytes) {
-      if (dev == Device::CPU) std::memset(t->data(), 0, t->storage->bytes);
-      else cuda::device_memset(t->data(), 0, t->storage->bytes, nullptr);
+      if (dev == Device::CPU) {
+        std::memset(t->data(), 0, t->storage->bytes);
+      } else {
+        // The legacy default stream does not order work on the (non-blocking) op streams:
+        // wait here so no op can see the tensor before it is zero.
+        cuda::device_memset(t->data(), 0, t->storage->bytes, nullptr);
+        cuda::stream_synchronize(nullptr);
+      }
     }
     return wrap_tensor(env, t, true);
   });
@@ -364,6 +377,15 @@ Device parse_device(const Napi::Value& v) {
   if (s == "cuda") {
 #ifndef TAIPAN_WITH_CUDA
     throw ArgError("device 'cuda' is not available: this addon was built without CUDA");
+#else
+    // Checked once per process (query() creates a context on every device): with no driver or
+    // no device, every CUDA tensor and stream is refused here with the reason, instead of
+    // failing later inside some CUDA call.
+    static const std::string unavailable = [] {
+      cuda::Status st = cuda::query();
+      return st.devices.empty() ? (st.reason.empty() ? std::string("no CUDA device found") : st.reason) : std::string();
+    }();
+    if (!unavailable.empty()) throw std::runtime_error("device 'cuda' is not available: " + unavailable);
 #endif
     return Device::CUDA;
   }
@@ -398,11 +420,39 @@ std::shared_ptr<Tensor> unwrap_tensor(const Napi::Value& v, const char* what) {
   return TensorWrap::Unwrap(v.As<Napi::Object>())->get(v.Env());
 }
 
+namespace {
+
+// cudaMemory(): the CUDA caching allocator's counters (see DeviceCacheStats in tensor.h).
+Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DeviceCacheStats st = device_cache_stats();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("caching", st.caching);
+  o.Set("inUseBytes", double(st.in_use_bytes));
+  o.Set("cachedBytes", double(st.cached_bytes));
+  o.Set("peakBytes", double(st.peak_bytes));
+  o.Set("deviceMallocs", double(st.device_mallocs));
+  o.Set("deviceFrees", double(st.device_frees));
+  o.Set("hits", double(st.hits));
+  o.Set("misses", double(st.misses));
+  return o;
+}
+
+// cudaReleaseCache(): cudaFree every idle cached block; returns the bytes released.
+Napi::Value CudaReleaseCache(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&] { return Napi::Number::New(env, double(device_cache_release())); });
+}
+
+}  // namespace
+
 void init_tensor(Napi::Env env, Napi::Object exports) {
   TensorWrap::Init(env, exports);
   exports.Set("tensor", Napi::Function::New(env, CreateFromArray, "tensor"));
   exports.Set("empty", Napi::Function::New(env, CreateEmpty, "empty"));
   exports.Set("fromFile", Napi::Function::New(env, CreateFromFile, "fromFile"));
+  exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory, "cudaMemory"));
+  exports.Set("cudaReleaseCache", Napi::Function::New(env, CudaReleaseCache, "cudaReleaseCache"));
 }
 
 }  // namespace taipan::js

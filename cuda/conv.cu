@@ -16,7 +16,8 @@
 // ceil(L/kTokens), B). The final state is written by a second small kernel launched after the
 // first, because state_out may alias state_in, which the first kernel reads.
 // Decode (conv1d_update): one thread per (sequence, channel); reads the K-1 state entries and
-// the new input, writes the output and the shifted state.
+// the new input, writes the output and the shifted state. conv1d_update_seqs is the same
+// kernel reading each sequence's state address from a device table.
 // Flags: see the comment at the top of runtime.cu.
 #include <type_traits>
 
@@ -85,15 +86,17 @@ __global__ void conv1d_state_kernel(int64_t L, int64_t C, const uint16_t* __rest
   for (int j = 0; j < K - 1; j++) state_out[(b * C + c) * (K - 1) + j] = v[j];
 }
 
-// One token: thread per (b, c). grid = (ceil(C/128), B).
+// One token: thread per (b, c). grid = (ceil(C/128), B). Sequence b's state is at
+// states[b] when the table is given (per-sequence allocations), else inside `state`.
 template <int K>
 __global__ void conv1d_update_kernel(int64_t C, const uint16_t* __restrict__ x, int64_t ldx,
                                      const float* __restrict__ w, const float* __restrict__ bias,
-                                     float* __restrict__ state, uint16_t* __restrict__ out) {
+                                     float* __restrict__ state, float* const* __restrict__ states,
+                                     uint16_t* __restrict__ out) {
   const int64_t c = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (c >= C) return;
   const int64_t b = blockIdx.y;
-  float* st = state + (b * C + c) * (K - 1);
+  float* st = states ? states[b] + c * (K - 1) : state + (b * C + c) * (K - 1);
   float win[K - 1];
 #pragma unroll
   for (int j = 0; j < K - 1; j++) win[j] = st[j];
@@ -149,17 +152,30 @@ void conv1d_silu(int64_t B, int64_t L, int64_t C, int64_t K, const uint16_t* x, 
   });
 }
 
-void conv1d_update(int64_t B, int64_t C, int64_t K, const uint16_t* x, int64_t ldx,
-                   const float* w, const float* bias, float* state, uint16_t* out, void* stream) {
+static void conv1d_update_impl(const char* fn, int64_t B, int64_t C, int64_t K,
+                               const uint16_t* x, int64_t ldx, const float* w, const float* bias,
+                               float* state, float* const* states, uint16_t* out, void* stream) {
   if (B <= 0 || C <= 0) return;
-  if (B > 65535) throw_invalid("conv1d_update: at most 65535 sequences per call");
+  if (B > 65535) throw_invalid(std::string(fn) + ": at most 65535 sequences per call");
   cudaStream_t s = as_stream(stream);
   const dim3 grid{unsigned(ceil_div(C, kThreads)), unsigned(B), 1};
-  dispatch_k("conv1d_update", K, [&](auto kc) {
+  dispatch_k(fn, K, [&](auto kc) {
     constexpr int KK = decltype(kc)::value;
-    conv1d_update_kernel<KK><<<grid, kThreads, 0, s>>>(C, x, ldx, w, bias, state, out);
+    conv1d_update_kernel<KK><<<grid, kThreads, 0, s>>>(C, x, ldx, w, bias, state, states, out);
     check_launch("conv1d_update_kernel");
   });
+}
+
+void conv1d_update(int64_t B, int64_t C, int64_t K, const uint16_t* x, int64_t ldx,
+                   const float* w, const float* bias, float* state, uint16_t* out, void* stream) {
+  conv1d_update_impl("conv1d_update", B, C, K, x, ldx, w, bias, state, nullptr, out, stream);
+}
+
+void conv1d_update_seqs(int64_t B, int64_t C, int64_t K, const uint16_t* x, int64_t ldx,
+                        const float* w, const float* bias, float* const* states, uint16_t* out,
+                        void* stream) {
+  if (B > 0 && !states) throw_invalid("conv1d_update_seqs: the state table is null");
+  conv1d_update_impl("conv1d_update_seqs", B, C, K, x, ldx, w, bias, nullptr, states, out, stream);
 }
 
 }  // namespace taipan::cuda

@@ -78,6 +78,14 @@ void device_memset(void* p, int value, size_t bytes, void* stream);
 void copy_to_device(void* dst, const void* src, size_t bytes, void* stream);
 void copy_to_host(void* dst, const void* src, size_t bytes, void* stream);
 void copy_device_to_device(void* dst, const void* src, size_t bytes, void* stream);
+// Strided copies (cudaMemcpy2DAsync): `rows` rows of `row_bytes` bytes, row r read at
+// src + r*spitch and written at dst + r*dpitch (pitches >= row_bytes). They wait like their
+// plain counterparts above: copy_to_device_2d returns once src may be reused,
+// copy_device_to_device_2d is asynchronous on `stream`. For views with a row stride.
+void copy_to_device_2d(void* dst, size_t dpitch, const void* src, size_t spitch,
+                       size_t row_bytes, size_t rows, void* stream);
+void copy_device_to_device_2d(void* dst, size_t dpitch, const void* src, size_t spitch,
+                              size_t row_bytes, size_t rows, void* stream);
 
 // Streams (non-blocking with respect to the legacy default stream).
 void* stream_create();

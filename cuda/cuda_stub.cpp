@@ -33,6 +33,12 @@ void copy_to_host(void*, const void*, size_t, void*) { unavailable("copy_to_host
 void copy_device_to_device(void*, const void*, size_t, void*) {
   unavailable("copy_device_to_device");
 }
+void copy_to_device_2d(void*, size_t, const void*, size_t, size_t, size_t, void*) {
+  unavailable("copy_to_device_2d");
+}
+void copy_device_to_device_2d(void*, size_t, const void*, size_t, size_t, size_t, void*) {
+  unavailable("copy_device_to_device_2d");
+}
 void* stream_create() { unavailable("stream_create"); }
 void stream_destroy(void*) noexcept {}
 void stream_synchronize(void*) { unavailable("stream_synchronize"); }
@@ -90,6 +96,10 @@ void conv1d_update(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const fl
                    const float*, float*, uint16_t*, void*) {
   unavailable("conv1d_update");
 }
+void conv1d_update_seqs(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const float*,
+                        const float*, float* const*, uint16_t*, void*) {
+  unavailable("conv1d_update_seqs");
+}
 size_t ssd_scan_workspace_bytes(const SsdDims&) { unavailable("ssd_scan_workspace_bytes"); }
 void ssd_scan(const SsdDims&, const uint16_t*, int64_t, const uint16_t*, int64_t,
               const uint16_t*, int64_t, const uint16_t*, int64_t, const float*, const float*,
@@ -100,6 +110,11 @@ void ssd_step(const SsdDims&, const uint16_t*, int64_t, const uint16_t*, int64_t
               const uint16_t*, int64_t, const uint16_t*, int64_t, const float*, const float*,
               const float*, float*, uint16_t*, void*) {
   unavailable("ssd_step");
+}
+void ssd_step_seqs(const SsdDims&, const uint16_t*, int64_t, const uint16_t*, int64_t,
+                   const uint16_t*, int64_t, const uint16_t*, int64_t, const float*,
+                   const float*, const float*, float* const*, uint16_t*, void*) {
+  unavailable("ssd_step_seqs");
 }
 
 }  // namespace taipan::cuda

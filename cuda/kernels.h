@@ -87,6 +87,12 @@ void conv1d_silu(int64_t B, int64_t L, int64_t C, int64_t K, const uint16_t* x, 
 // place; out bf16 [B, C] contiguous. Assumes: 2 <= K <= 8.
 void conv1d_update(int64_t B, int64_t C, int64_t K, const uint16_t* x, int64_t ldx,
                    const float* w, const float* bias, float* state, uint16_t* out, void* stream);
+// The same for sequences whose states are separate allocations (one state per sequence, as
+// the model keeps them): `states` is a DEVICE array of B device pointers, sequence b's state
+// [C, K-1] fp32 at states[b]. One launch for the whole batch instead of one per sequence.
+void conv1d_update_seqs(int64_t B, int64_t C, int64_t K, const uint16_t* x, int64_t ldx,
+                        const float* w, const float* bias, float* const* states, uint16_t* out,
+                        void* stream);
 
 // ---- SSD: the Mamba-2 selective state space scan (ssd.cu) -----------------------------------
 struct SsdDims {
@@ -121,5 +127,11 @@ void ssd_step(const SsdDims& dims, const uint16_t* x, int64_t ldx, const uint16_
               int64_t ldb, const uint16_t* Cm, int64_t ldc, const uint16_t* dt_raw, int64_t lddt,
               const float* dt_bias, const float* A_log, const float* D, float* state, uint16_t* y,
               void* stream);
+// ssd_step for per-sequence state allocations: `states` is a DEVICE array of dims.B device
+// pointers, sequence b's state [H, P, N] fp32 at states[b] (see conv1d_update_seqs).
+void ssd_step_seqs(const SsdDims& dims, const uint16_t* x, int64_t ldx, const uint16_t* Bm,
+                   int64_t ldb, const uint16_t* Cm, int64_t ldc, const uint16_t* dt_raw,
+                   int64_t lddt, const float* dt_bias, const float* A_log, const float* D,
+                   float* const* states, uint16_t* y, void* stream);
 
 }  // namespace taipan::cuda

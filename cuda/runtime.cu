@@ -209,6 +209,27 @@ void copy_device_to_device(void* dst, const void* src, size_t bytes, void* strea
                     "cudaMemcpyAsync(device to device, " + format_bytes(bytes) + ")");
 }
 
+void copy_to_device_2d(void* dst, size_t dpitch, const void* src, size_t spitch,
+                       size_t row_bytes, size_t rows, void* stream) {
+  if (row_bytes == 0 || rows == 0) return;
+  cudaStream_t s = as_stream(stream);
+  TAIPAN_CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, row_bytes, rows,
+                                      cudaMemcpyHostToDevice, s),
+                    "cudaMemcpy2DAsync(host to device, " + std::to_string(rows) + " rows of " +
+                        format_bytes(row_bytes) + ")");
+  // Same reason as copy_to_device: the caller may free src as soon as this returns.
+  TAIPAN_CUDA_CHECK(cudaStreamSynchronize(s), "cudaStreamSynchronize (after host to device copy)");
+}
+
+void copy_device_to_device_2d(void* dst, size_t dpitch, const void* src, size_t spitch,
+                              size_t row_bytes, size_t rows, void* stream) {
+  if (row_bytes == 0 || rows == 0) return;
+  TAIPAN_CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, row_bytes, rows,
+                                      cudaMemcpyDeviceToDevice, as_stream(stream)),
+                    "cudaMemcpy2DAsync(device to device, " + std::to_string(rows) + " rows of " +
+                        format_bytes(row_bytes) + ")");
+}
+
 // ---- Streams ---------------------------------------------------------------------------------
 
 void* stream_create() {

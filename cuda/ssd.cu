@@ -340,7 +340,7 @@ __global__ void ssd_step_kernel(int64_t H, int64_t P, int64_t G, int64_t N,
                                 const uint16_t* __restrict__ dt_raw, int64_t lddt,
                                 const float* __restrict__ dt_bias, const float* __restrict__ A_log,
                                 const float* __restrict__ D, float* __restrict__ state,
-                                uint16_t* __restrict__ y) {
+                                float* const* __restrict__ states, uint16_t* __restrict__ y) {
   const int lane = threadIdx.x & 31;
   const int64_t p = int64_t(blockIdx.x) * 4 + (threadIdx.x >> 5);
   if (p >= P) return;
@@ -350,7 +350,8 @@ __global__ void ssd_step_kernel(int64_t H, int64_t P, int64_t G, int64_t N,
   const float dA = expf(dt * -expf(A_log[h]));
   const float xv = bf16_to_float(x[b * ldx + h * P + p]);
   const float dtx = dt * xv;
-  float* S = state + ((b * H + h) * P + p) * N;
+  // Per-sequence allocations (states table) or one [B, H, P, N] tensor.
+  float* S = states ? states[b] + (h * P + p) * N : state + ((b * H + h) * P + p) * N;
   const uint16_t* Bg = Bm + b * ldb + g * N;
   const uint16_t* Cg = Cm + b * ldc + g * N;
   float acc = 0.0f;
@@ -435,19 +436,37 @@ void ssd_scan(const SsdDims& d, const uint16_t* x, int64_t ldx, const uint16_t* 
   check_launch("chunk_scan_kernel");
 }
 
-void ssd_step(const SsdDims& d, const uint16_t* x, int64_t ldx, const uint16_t* Bm, int64_t ldb,
-              const uint16_t* Cm, int64_t ldc, const uint16_t* dt_raw, int64_t lddt,
-              const float* dt_bias, const float* A_log, const float* D, float* state, uint16_t* y,
-              void* stream) {
-  check_dims("ssd_step", d);
-  if (d.L != 1) throw_invalid("ssd_step: dims.L must be 1");
-  if (d.H > 65535) throw_invalid("ssd_step: at most 65535 heads");
+static void ssd_step_impl(const char* fn, const SsdDims& d, const uint16_t* x, int64_t ldx,
+                          const uint16_t* Bm, int64_t ldb, const uint16_t* Cm, int64_t ldc,
+                          const uint16_t* dt_raw, int64_t lddt, const float* dt_bias,
+                          const float* A_log, const float* D, float* state,
+                          float* const* states, uint16_t* y, void* stream) {
+  check_dims(fn, d);
+  if (d.L != 1) throw_invalid(std::string(fn) + ": dims.L must be 1");
+  if (d.H > 65535) throw_invalid(std::string(fn) + ": at most 65535 heads");
   if (d.B == 0) return;
   const dim3 grid{unsigned(ceil_div(d.P, 4)), unsigned(d.H), unsigned(d.B)};
   ssd_step_kernel<<<grid, 128, 0, as_stream(stream)>>>(d.H, d.P, d.G, d.N, x, ldx, Bm, ldb, Cm,
                                                       ldc, dt_raw, lddt, dt_bias, A_log, D,
-                                                      state, y);
+                                                      state, states, y);
   check_launch("ssd_step_kernel");
+}
+
+void ssd_step(const SsdDims& d, const uint16_t* x, int64_t ldx, const uint16_t* Bm, int64_t ldb,
+              const uint16_t* Cm, int64_t ldc, const uint16_t* dt_raw, int64_t lddt,
+              const float* dt_bias, const float* A_log, const float* D, float* state, uint16_t* y,
+              void* stream) {
+  ssd_step_impl("ssd_step", d, x, ldx, Bm, ldb, Cm, ldc, dt_raw, lddt, dt_bias, A_log, D, state,
+                nullptr, y, stream);
+}
+
+void ssd_step_seqs(const SsdDims& d, const uint16_t* x, int64_t ldx, const uint16_t* Bm,
+                   int64_t ldb, const uint16_t* Cm, int64_t ldc, const uint16_t* dt_raw,
+                   int64_t lddt, const float* dt_bias, const float* A_log, const float* D,
+                   float* const* states, uint16_t* y, void* stream) {
+  if (d.B > 0 && !states) throw_invalid("ssd_step_seqs: the state table is null");
+  ssd_step_impl("ssd_step_seqs", d, x, ldx, Bm, ldb, Cm, ldc, dt_raw, lddt, dt_bias, A_log, D,
+                nullptr, states, y, stream);
 }
 
 }  // namespace taipan::cuda

@@ -3,21 +3,27 @@
 //   taipan doctor [--json]                 what was built, what devices answer, CPU features
 //   taipan bench [--preset P] [--threads N] [--prompts 512,2048] [--decode 64] [--repeats 3] [--json FILE]
 //   taipan random --preset P --out DIR [--dtype f32|bf16|f16] [--seed S]
-//   taipan generate --model DIR --ids 1,2,3 [--max-tokens N] [--backend cpu] [--threads N]
+//   taipan generate --model DIR|PRESET (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [sampling options]
+//   taipan serve --model DIR|PRESET [--port 8000] [--host 127.0.0.1]
+//   taipan bench throughput [--preset P] [--concurrency 1,4,16,64] [--max-tokens N] [--json FILE]
+//   taipan bench latency [--models taipan,mamba2,transformer] [--size 190m] [--lengths 128,256,512] [--memory] [--svg FILE]
 //   taipan eval --model DIR --tokens FILE [--text] [--window N] [--json]
 //   taipan logits --model DIR --ids 1,2,3 --out FILE [--backend cpu|cuda]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { getBackendInfo, type BackendName } from './backend.js';
+import { getBackendInfo } from './backend.js';
 import { formatCpuBenchmark, runCpuBenchmark } from './bench/cpu.js';
 import { formatSalBenchmark, runSalBenchmark } from './bench/sal.js';
+import { latencyCommand } from './bench/latency.js';
+import { throughputCommand } from './bench/throughput.js';
 import { getPreset, PRESETS } from './config.js';
 import { evalCommand } from './commands/eval.js';
+import { generateCommand } from './commands/generate.js';
 import { logitsCommand } from './commands/logits.js';
+import { serveCommand } from './commands/serve.js';
 import { createRandomModel } from './models/random.js';
-import { TaipanModel } from './models/taipan.js';
 
 const USAGE = `usage: taipan <command> [options]
 
@@ -34,8 +40,21 @@ commands:
       --sal                  instead: one SAL at C = 0.15 vs dense sliding-window attention
   random --preset NAME --out DIR [--dtype f32|bf16|f16] [--seed N]
                              write a random checkpoint directory
-  generate --model DIR --ids 1,2,3 [--max-tokens N] [--backend auto|cpu|cuda] [--threads N]
-                             greedy generation from token ids, printed as ids
+  bench throughput [--preset NAME] [--concurrency 1,4,16,64] [--max-tokens 32] [--json FILE]
+                             total tokens/s and latency of concurrent requests (batching)
+  bench latency [--models taipan,mamba2,transformer] [--size 190m|450m|1.3b] [--lengths 128,256,512]
+                [--prompt 100] [--repeats 1] [--threads 2] [--json FILE] [--svg FILE] [--log-x]
+                             the paper's Figure 1b: greedy generation latency vs length, batch 1,
+                             each model in a fresh process (random weights, cached)
+  bench latency --memory [--lengths 1024,4096,16384] [--chunk 512] [--svg FILE]
+                             instead: peak memory vs context length (prefill in chunks)
+  generate --model DIR|PRESET --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
+           [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--stop STR]...
+                             stream generated text to stdout (presets: random weights)
+  generate --model DIR|PRESET --ids 1,2,3 [--max-tokens N]
+                             from token ids, printed as ids (greedy unless --temperature)
+  serve --model DIR|PRESET [--port 8000] [--host 127.0.0.1] [--max-sequences 16] [--max-queue 256]
+                             HTTP: POST /v1/completions (OpenAI-style, SSE with "stream"), GET /health
   eval --model DIR --tokens FILE [--text] [--window 1024] [--max-tokens N] [--json]
                              perplexity of a token stream (int32 little-endian ids, or text
                              with --text), run as one sequence in constant memory
@@ -133,46 +152,20 @@ async function random(args: string[]): Promise<number> {
   return 0;
 }
 
-async function generate(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      model: { type: 'string' },
-      ids: { type: 'string' },
-      'max-tokens': { type: 'string', default: '32' },
-      backend: { type: 'string' },
-      threads: { type: 'string' },
-    },
-  });
-  if (!values.model || !values.ids) throw new Error('generate needs --model DIR and --ids 1,2,3');
-  const prompt = ints(values.ids, '--ids');
-  const maxTokens = Number(values['max-tokens']);
-  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens must be a positive integer, got "${values['max-tokens']}"`);
-  process.stderr.write(`loading ${values.model} ...\n`);
-  const model = await TaipanModel.load(values.model, {
-    backend: values.backend as BackendName | undefined,
-    threads: values.threads === undefined ? undefined : Number(values.threads),
-  });
-  try {
-    const out = await model.generateGreedy(prompt, { maxTokens });
-    console.log(out.join(','));
-  } finally {
-    model.dispose();
-  }
-  return 0;
-}
-
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'doctor':
       return doctor(rest);
     case 'bench':
-      return bench(rest);
+      if (rest[0] === 'latency') return latencyCommand(rest.slice(1));
+      return rest[0] === 'throughput' ? throughputCommand(rest.slice(1)) : bench(rest);
     case 'random':
       return random(rest);
     case 'generate':
-      return generate(rest);
+      return generateCommand(rest);
+    case 'serve':
+      return serveCommand(rest);
     case 'eval':
       return evalCommand(rest);
     case 'logits':

@@ -5,6 +5,16 @@
 // Each spelling keeps its own library's defaults for missing keys (they differ: e.g. the vocab pad
 // multiple is 8 in mamba_ssm, 1 in transformers), so a config means what its author's library meant.
 // Errors name the key as the file spells it.
+//
+// model_type "transformer" (MODEL.md section 7) is ours only: the shared top-level keys (d_model,
+// n_layer, vocab_size, pad_vocab_size_multiple, tie_embeddings, norm_eps) and an "attn" section:
+//   "attn": { "n_heads": 12,          query heads
+//             "n_kv_heads": 4,        key/value heads (GQA); default n_heads
+//             "head_dim": 64,         default d_model / n_heads; must be even (RoPE)
+//             "d_ff": 2048,           SwiGLU width: mlp.fc1 is [2*d_ff, d]
+//             "rope_theta": 10000 }   RoPE base; default 10000
+// Its layers are all "attention" unless layer_types says otherwise; "attention" layers belong to
+// transformer configs only.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -29,6 +39,15 @@ export interface SalConfig {
   capacity: number;
 }
 
+/** The attention layers of model_type "transformer" (see the key list at the top). */
+export interface AttnConfig {
+  n_heads: number;
+  n_kv_heads: number;
+  head_dim: number;
+  d_ff: number;
+  rope_theta: number;
+}
+
 export type LayerType = 'mamba2' | 'sal' | 'attention';
 
 export interface ModelConfig {
@@ -42,8 +61,10 @@ export interface ModelConfig {
   /** Always resolved, length n_layer. */
   layer_types: LayerType[];
   sal_every?: number;
+  /** Read by Mamba-2 layers only; a transformer without them keeps the defaults here, unchecked. */
   ssm: SsmConfig;
   sal?: SalConfig;
+  attn?: AttnConfig;
   // derived (MODEL.md section 2)
   vocab_padded: number;
   d_inner: number;
@@ -72,6 +93,7 @@ export const MAMBA2_SSM_DEFAULTS: Readonly<SsmConfig> = {
 };
 
 const SAL_DEFAULTS = { window: 2048, kv: 'all', mix: 'residual', capacity: 0.15, rope_theta: 10000 } as const;
+const ATTN_ROPE_THETA = 10000;
 const MODEL_TYPES = ['taipan', 'mamba2', 'transformer', 'jamba'] as const;
 const LAYER_TYPES: readonly LayerType[] = ['mamba2', 'sal', 'attention'];
 
@@ -149,7 +171,7 @@ class Fields {
 
 // Shared by every spelling once the keys have been mapped to ours.
 interface Raw {
-  model_type: 'taipan' | 'mamba2';
+  model_type: 'taipan' | 'mamba2' | 'transformer';
   d_model: number;
   n_layer: number | undefined;
   vocab_size: number;
@@ -158,6 +180,7 @@ interface Raw {
   norm_eps: number;
   ssm: SsmConfig;
   sal: SalConfig | undefined;
+  attn: AttnConfig | undefined;
   sal_every: number | undefined;
   layer_types: LayerType[] | undefined;
   // key spellings for error messages about derived quantities
@@ -211,6 +234,18 @@ function parseSal(f: Fields, d_model: number): SalConfig {
   return { n_heads, head_dim, window, d_ff, kv, mix, rope, capacity };
 }
 
+function parseAttn(f: Fields, d_model: number): AttnConfig {
+  const n_heads = f.posInt('n_heads');
+  const n_kv_heads = f.posInt('n_kv_heads', n_heads);
+  if (n_heads % n_kv_heads !== 0) f.fail('n_kv_heads', `is ${n_kv_heads}, which does not divide n_heads = ${n_heads}`);
+  // Llama convention when head_dim is omitted: the heads split d_model.
+  const head_dim = f.has('head_dim') || d_model % n_heads !== 0 ? f.posInt('head_dim') : d_model / n_heads;
+  if (head_dim % 2 !== 0) f.fail('head_dim', `is ${head_dim}, but rotary embeddings (rotate-half) need an even head_dim`);
+  const d_ff = f.posInt('d_ff');
+  const rope_theta = f.posNum('rope_theta', ATTN_ROPE_THETA);
+  return { n_heads, n_kv_heads, head_dim, d_ff, rope_theta };
+}
+
 function parseLayerTypes(f: Fields): LayerType[] | undefined {
   const v = f.get('layer_types');
   if (v === undefined) return undefined;
@@ -224,7 +259,7 @@ function parseLayerTypes(f: Fields): LayerType[] | undefined {
 }
 
 function notYet(f: Fields, key: string, what: string): never {
-  f.fail(key, `is ${show(f.get(key))}: ${what} is not supported yet (only "taipan" and "mamba2" models load)`);
+  f.fail(key, `is ${show(f.get(key))}: ${what} is not supported yet (only "taipan", "mamba2" and "transformer" models load)`);
 }
 
 /** Ours and mamba_ssm's: the same top-level names, `ssm` vs `ssm_cfg`. */
@@ -232,10 +267,10 @@ function fromOursOrMambaSsm(f: Fields): Raw {
   const mambaSsm = f.has('ssm_cfg');
   if (mambaSsm && f.has('ssm')) f.fail('ssm_cfg', 'and "ssm" are both present; use one');
   const mt = f.get('model_type');
-  let model_type: 'taipan' | 'mamba2';
-  if (mt === undefined) model_type = f.has('sal') || f.has('sal_every') ? 'taipan' : 'mamba2';
-  else if (mt === 'taipan' || mt === 'mamba2') model_type = mt;
-  else if (mt === 'transformer' || mt === 'jamba') notYet(f, 'model_type', `model_type "${mt}"`);
+  let model_type: 'taipan' | 'mamba2' | 'transformer';
+  if (mt === undefined) model_type = f.has('sal') || f.has('sal_every') ? 'taipan' : f.has('attn') ? 'transformer' : 'mamba2';
+  else if (mt === 'taipan' || mt === 'mamba2' || mt === 'transformer') model_type = mt;
+  else if (mt === 'jamba') notYet(f, 'model_type', `model_type "${mt}"`);
   else f.fail('model_type', `must be one of ${MODEL_TYPES.map((m) => JSON.stringify(m)).join(', ')}, got ${show(mt)}`);
 
   if (mambaSsm) {
@@ -250,6 +285,7 @@ function fromOursOrMambaSsm(f: Fields): Raw {
   const ssm = parseSsm(ssmFields, MAMBA2_SSM_DEFAULTS, IDENTITY_SSM_NAMES);
   if (ssmFields) rejectMambaSsmOptions(ssmFields, ssm.expand * d_model);
   const sal = f.sub('sal');
+  const attn = f.sub('attn');
   return {
     model_type,
     d_model,
@@ -261,6 +297,7 @@ function fromOursOrMambaSsm(f: Fields): Raw {
     norm_eps: f.posNum('norm_eps', 1e-5),
     ssm,
     sal: sal ? parseSal(sal, d_model) : undefined,
+    attn: attn ? parseAttn(attn, d_model) : undefined,
     sal_every: model_type === 'taipan' && f.has('sal_every') ? f.posInt('sal_every') : undefined,
     layer_types: parseLayerTypes(f),
     keys: {
@@ -310,6 +347,7 @@ function fromHf(f: Fields): Raw {
     norm_eps: f.posNum('layer_norm_epsilon', 1e-5),
     ssm,
     sal: undefined,
+    attn: undefined,
     sal_every: undefined,
     layer_types: undefined,
     keys: { n_layer: 'num_hidden_layers', d_model: 'hidden_size', headdim: 'head_dim', ngroups: 'n_groups', expand: 'expand' },
@@ -319,7 +357,8 @@ function fromHf(f: Fields): Raw {
 function resolve(raw: Raw, f: Fields): ModelConfig {
   const { d_model, ssm, keys } = raw;
 
-  // Layer pattern: explicit wins; Taipan is [mamba2 x sal_every, sal] repeated; Mamba-2 is all mamba2.
+  // Layer pattern: explicit wins; Taipan is [mamba2 x sal_every, sal] repeated; Mamba-2 is all
+  // mamba2; a transformer is all attention.
   let layer_types: LayerType[];
   let n_layer: number;
   if (raw.layer_types) {
@@ -336,20 +375,25 @@ function resolve(raw: Raw, f: Fields): ModelConfig {
     layer_types = Array.from({ length: n_layer }, (_, i) => ((i + 1) % period === 0 ? 'sal' : 'mamba2'));
   } else {
     n_layer = raw.n_layer!;
-    layer_types = new Array<LayerType>(n_layer).fill('mamba2');
+    layer_types = new Array<LayerType>(n_layer).fill(raw.model_type === 'transformer' ? 'attention' : 'mamba2');
   }
   if (n_layer === 0) f.fail(keys.n_layer, 'must be a positive integer, got 0');
   const attn = layer_types.indexOf('attention');
-  if (attn >= 0) f.fail('layer_types', `entry ${attn} is "attention": attention layers are not supported yet`);
+  if (attn >= 0 && raw.model_type !== 'transformer') {
+    f.fail('layer_types', `entry ${attn} is "attention": attention layers belong to model_type "transformer", not "${raw.model_type}"`);
+  }
   if (raw.model_type === 'taipan' && !raw.sal) f.fail('sal', 'is required for model_type "taipan"');
   if (layer_types.includes('sal') && !raw.sal) f.fail('sal', 'is required because layer_types contains "sal" layers');
+  if (raw.model_type === 'transformer' && !raw.attn) f.fail('attn', 'is required for model_type "transformer"');
 
+  // The SSM sizes matter only where there are Mamba-2 layers; a pure transformer never reads them.
+  const checkSsm = raw.model_type !== 'transformer' || layer_types.includes('mamba2');
   const d_inner = ssm.expand * d_model;
-  if (d_inner % ssm.headdim !== 0) {
+  if (checkSsm && d_inner % ssm.headdim !== 0) {
     f.fail(keys.headdim, `is ${ssm.headdim}, which does not divide d_inner = ${keys.expand} * ${keys.d_model} = ${d_inner}`);
   }
   const nheads = d_inner / ssm.headdim;
-  if (nheads % ssm.ngroups !== 0) {
+  if (checkSsm && nheads % ssm.ngroups !== 0) {
     f.fail(keys.ngroups, `is ${ssm.ngroups}, which does not divide the number of SSM heads d_inner / headdim = ${nheads}`);
   }
   const gn = 2 * ssm.ngroups * ssm.d_state;
@@ -373,6 +417,7 @@ function resolve(raw: Raw, f: Fields): ModelConfig {
   };
   if (raw.sal_every !== undefined) cfg.sal_every = raw.sal_every;
   if (raw.sal) cfg.sal = raw.sal;
+  if (raw.attn) cfg.attn = raw.attn;
   return cfg;
 }
 
@@ -443,6 +488,7 @@ export function parsePythonJson(text: string): unknown {
 
 function defaultLayerTypes(cfg: ModelConfig): LayerType[] | undefined {
   if (cfg.model_type === 'mamba2') return new Array<LayerType>(cfg.n_layer).fill('mamba2');
+  if (cfg.model_type === 'transformer') return new Array<LayerType>(cfg.n_layer).fill('attention');
   if (cfg.model_type === 'taipan' && cfg.sal_every !== undefined && cfg.n_layer % (cfg.sal_every + 1) === 0) {
     const p = cfg.sal_every + 1;
     return Array.from({ length: cfg.n_layer }, (_, i) => ((i + 1) % p === 0 ? 'sal' : 'mamba2'));
@@ -459,9 +505,10 @@ export function configToJson(cfg: ModelConfig): Record<string, unknown> {
     pad_vocab_size_multiple: cfg.pad_vocab_size_multiple,
     tie_embeddings: cfg.tie_embeddings,
     norm_eps: cfg.norm_eps,
-    ssm: { ...cfg.ssm },
   });
+  if (cfg.model_type !== 'transformer' || cfg.layer_types.includes('mamba2')) out['ssm'] = { ...cfg.ssm };
   if (cfg.sal) out['sal'] = { ...cfg.sal, rope: cfg.sal.rope ? { ...cfg.sal.rope } : null };
+  if (cfg.attn) out['attn'] = { ...cfg.attn };
   // layer_types only when the default pattern would not reproduce it.
   const def = defaultLayerTypes(cfg);
   if (!def || def.some((t, i) => t !== cfg.layer_types[i])) out['layer_types'] = [...cfg.layer_types];
@@ -486,6 +533,11 @@ export function countParameters(cfg: ModelConfig): number {
       const s = cfg.sal!;
       const hd = s.n_heads * s.head_dim;
       total += d + (2 * d + 2) + 4 * d * hd + d + 3 * s.d_ff * d; // norm, gate, q/k/v/o, norm2, fc1 + fc2
+    } else if (t === 'attention') {
+      const a = cfg.attn!;
+      const q = a.n_heads * a.head_dim;
+      const kv = a.n_kv_heads * a.head_dim;
+      total += d + 2 * q * d + 2 * kv * d + d + 3 * a.d_ff * d; // norm, q/o, k/v, norm2, fc1 + fc2
     } else throw new ConfigError(`countParameters: layer type "${t}" is not supported yet`);
   }
   return total;
@@ -508,6 +560,13 @@ function mamba2Json(d: number, n_layer: number, vocab_size: number): Record<stri
   };
 }
 
+function transformerJson(d: number, n_layer: number, n_heads: number, d_ff: number): Record<string, unknown> {
+  return {
+    model_type: 'transformer', d_model: d, n_layer, vocab_size: 128256, pad_vocab_size_multiple: 16,
+    tie_embeddings: true, norm_eps: 1e-5, attn: { n_heads, n_kv_heads: n_heads, head_dim: 64, d_ff, rope_theta: 10000 },
+  };
+}
+
 function deepFreeze<T>(v: T): T {
   if (typeof v === 'object' && v !== null) {
     for (const x of Object.values(v)) deepFreeze(x);
@@ -527,6 +586,10 @@ const PRESET_JSON: Record<string, Record<string, unknown>> = {
   'mamba2-190m': mamba2Json(768, 24, 128256),
   'mamba2-450m': mamba2Json(1024, 48, 128256),
   'mamba2-1.3b-taipan': mamba2Json(2048, 40, 128256),
+  // Transformer++ baselines at the Taipan sizes (MODEL.md section 8), same vocabulary.
+  'transformer-190m': transformerJson(768, 12, 12, 2048),
+  'transformer-450m': transformerJson(1024, 24, 16, 2816),
+  'transformer-1.3b': transformerJson(2048, 20, 32, 5504),
 };
 
 /** Frozen; use getPreset for a copy you may modify. */

@@ -155,6 +155,22 @@ export class Ops {
   ): void {
     this.stream.run('sample', { ...a, ...out }, { vocab });
   }
+
+  /**
+   * Causal attention of a chunk (`batch` sequences of equal length, q/k/v after RoPE) over each
+   * sequence's KV cache (rows 0..start-1) and the chunk itself; query head h reads key/value
+   * head h / (q heads / kv heads). Throws when it runs if a chunk does not fit its cache.
+   */
+  attention(t: { q: T; k: T; v: T; start: T; kCache: StateArg; vCache: StateArg; out: T }, p: { batch: number; headDim: number }): void {
+    const { kCache, vCache, ...rest } = t;
+    this.stream.run('attention', { ...rest, k_cache: kCache, v_cache: vCache }, { batch: p.batch, head_dim: p.headDim });
+  }
+
+  /** After attention of a chunk: its keys and values into the caches at rows start .. start+L-1. */
+  kvAppend(t: { k: T; v: T; start: T; kCache: StateArg; vCache: StateArg }, batch: number): void {
+    const { kCache, vCache, ...rest } = t;
+    this.stream.run('kv_append', { ...rest, k_cache: kCache, v_cache: vCache }, { batch });
+  }
 }
 
 export interface SsdTensors {

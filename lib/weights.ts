@@ -11,15 +11,28 @@ export class CheckpointError extends Error {
   override name = 'CheckpointError';
 }
 
+/**
+ * The CUDA backend's matrix kernels take bf16 weights (MODEL.md section 10), so on CUDA 'auto'
+ * means bf16 and a request for f32 or f16 matrices is refused. The CPU takes any of the three.
+ */
+function checkMatrixDtype(device: DeviceName, dtype: WeightDType): void {
+  if (device === 'cuda' && (dtype === 'f32' || dtype === 'f16')) {
+    throw new Error(`weightDtype '${dtype}' is not supported on the CUDA backend: its matrix kernels take bf16 weights; use 'bf16' or 'auto'`);
+  }
+}
+
 export class WeightLoader {
   constructor(
     readonly source: TensorSource,
     readonly device: DeviceName,
     readonly matrixDtype: WeightDType = 'auto',
     readonly label = 'checkpoint',
-  ) {}
+  ) {
+    checkMatrixDtype(device, matrixDtype);
+  }
 
   static open(dir: string, device: DeviceName, matrixDtype: WeightDType = 'auto'): WeightLoader {
+    checkMatrixDtype(device, matrixDtype); // before the checkpoint is opened
     return new WeightLoader(openCheckpoint(dir), device, matrixDtype, dir);
   }
 
@@ -27,9 +40,10 @@ export class WeightLoader {
     return this.source.has(name);
   }
 
-  /** A large matrix (projection, embedding): kept in its file dtype unless converted. */
+  /** A large matrix (projection, embedding): kept in its file dtype unless converted (always bf16 on CUDA). */
   matrix(name: string, shape: number[]): NativeTensor {
-    return this.load(name, shape, (file) => (this.matrixDtype === 'auto' ? file : this.matrixDtype));
+    const auto = (file: DTypeName): DTypeName => (this.device === 'cuda' ? 'bf16' : file);
+    return this.load(name, shape, (file) => (this.matrixDtype === 'auto' ? auto(file) : this.matrixDtype));
   }
 
   /** A small vector or filter (norm weight, conv, A_log, ...): always fp32. */

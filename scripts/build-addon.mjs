@@ -9,7 +9,7 @@
 //   TAIPAN_CUDA_ARCHS=...    CUDA architectures (default 80-real;90a-real;90-virtual)
 //   TAIPAN_BUILD_DEBUG=1     debug build
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -42,7 +42,16 @@ if (has('cmake')) {
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
   const args = [cmakeJs, 'compile', '--parallel', parallel, '--log-level', 'warn'];
   if (process.env.TAIPAN_BUILD_DEBUG === '1') args.push('--debug');
-  if (process.env.TAIPAN_CUDA === '0') args.push('--CDTAIPAN_CUDA=OFF');
+  // cmake caches TAIPAN_CUDA and `cmake-js compile` does not reconfigure an existing build, so a
+  // build after a TAIPAN_CUDA=0 one would silently stay CPU-only: drop the cache when the choice
+  // changed, which makes this compile configure afresh.
+  const wantCuda = process.env.TAIPAN_CUDA === '0' ? 'OFF' : 'ON';
+  const cacheFile = join(root, 'build', 'CMakeCache.txt');
+  if (existsSync(cacheFile)) {
+    const had = /TAIPAN_CUDA:BOOL=(\w+)/.exec(readFileSync(cacheFile, 'utf8'))?.[1];
+    if (had && had !== wantCuda) rmSync(cacheFile);
+  }
+  args.push(`--CDTAIPAN_CUDA=${wantCuda}`);
   if (process.env.TAIPAN_CUDA_ARCHS) args.push(`--CDTAIPAN_CUDA_ARCHS=${process.env.TAIPAN_CUDA_ARCHS}`);
   run(process.execPath, args);
   const cache = join(root, 'build', 'CMakeCache.txt');

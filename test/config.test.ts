@@ -309,11 +309,12 @@ describe('parseConfig: errors name the key and the value', () => {
     expectConfigError({ ...OURS_130M, n_layer: 2, layer_types: ['mamba2', 'mlp'] }, '"layer_types" entry 1 is "mlp"');
     expectConfigError({ ...OURS_130M, layer_types: 'mamba2' }, '"layer_types" must be an array');
     expectConfigError({ ...OURS_130M, n_layer: 2, layer_types: ['mamba2', 'sal'] }, '"sal" is required because layer_types contains "sal" layers');
-    expectConfigError({ ...OURS_130M, n_layer: 2, layer_types: ['mamba2', 'attention'] }, '"layer_types" entry 1 is "attention"', 'not supported yet');
+    expectConfigError({ ...OURS_130M, n_layer: 2, layer_types: ['mamba2', 'attention'] }, '"layer_types" entry 1 is "attention"', 'belong to model_type "transformer", not "mamba2"');
+    expectConfigError({ ...TAIPAN_190M, n_layer: 2, layer_types: ['sal', 'attention'] }, '"layer_types" entry 1 is "attention"', 'not "taipan"');
   });
 
   it('model types and mixers we do not run', () => {
-    expectConfigError({ ...OURS_130M, model_type: 'transformer' }, '"model_type" is "transformer"', 'not supported yet');
+    expectConfigError({ ...OURS_130M, model_type: 'transformer' }, '"attn" is required for model_type "transformer"');
     expectConfigError({ ...OURS_130M, model_type: 'jamba' }, '"model_type" is "jamba"', 'not supported yet');
     expectConfigError({ ...OURS_130M, model_type: 'gpt2' }, '"model_type" must be one of', '"gpt2"');
     expectConfigError({ ...HF_130M, model_type: 'mamba' }, '"model_type" is "mamba": Mamba-1');
@@ -329,6 +330,62 @@ describe('parseConfig: errors name the key and the value', () => {
   });
 });
 
+describe('transformer configs', () => {
+  const TRANSFORMER_190M = {
+    model_type: 'transformer',
+    d_model: 768,
+    n_layer: 12,
+    vocab_size: 128256,
+    pad_vocab_size_multiple: 16,
+    tie_embeddings: true,
+    norm_eps: 1e-5,
+    attn: { n_heads: 12, n_kv_heads: 12, head_dim: 64, d_ff: 2048, rope_theta: 10000 },
+  };
+
+  it('parses ours, with every layer an attention layer and no SSM section written back', () => {
+    const c = parseConfig(TRANSFORMER_190M);
+    expect(c.model_type).toBe('transformer');
+    expect(c.layer_types).toEqual(new Array(12).fill('attention'));
+    expect(c.attn).toEqual(TRANSFORMER_190M.attn);
+    expect(c.vocab_padded).toBe(128256);
+    expect(configToJson(c)).toEqual(TRANSFORMER_190M);
+    expect(configToJson(PRESETS['transformer-190m']!)).toEqual(TRANSFORMER_190M);
+  });
+
+  it('defaults: n_kv_heads = n_heads, head_dim = d_model / n_heads, rope_theta 10000; model_type from "attn"', () => {
+    const c = parseConfig({ d_model: 256, n_layer: 2, vocab_size: 1000, attn: { n_heads: 8, d_ff: 512 } });
+    expect(c.model_type).toBe('transformer');
+    expect(c.attn).toEqual({ n_heads: 8, n_kv_heads: 8, head_dim: 32, d_ff: 512, rope_theta: 10000 });
+    expect(c.pad_vocab_size_multiple).toBe(16);
+  });
+
+  it('GQA and hybrids through layer_types', () => {
+    const gqa = parseConfig(variant(TRANSFORMER_190M, (o) => (o.attn.n_kv_heads = 4)));
+    expect(gqa.attn!.n_kv_heads).toBe(4);
+    const hybrid = parseConfig({ ...TRANSFORMER_190M, n_layer: 3, layer_types: ['mamba2', 'attention', 'mamba2'] });
+    expect(hybrid.layer_types).toEqual(['mamba2', 'attention', 'mamba2']);
+    expect(configToJson(hybrid)['ssm']).toEqual(hybrid.ssm);
+    expect(parseConfig(configToJson(hybrid))).toEqual(hybrid);
+  });
+
+  it('bad values name the key', () => {
+    expectConfigError({ ...TRANSFORMER_190M, attn: undefined }, '"attn" is required for model_type "transformer"');
+    expectConfigError(variant(TRANSFORMER_190M, (o) => (o.attn.n_kv_heads = 5)), '"attn.n_kv_heads" is 5, which does not divide n_heads = 12');
+    expectConfigError(variant(TRANSFORMER_190M, (o) => (o.attn.head_dim = 63)), '"attn.head_dim" is 63', 'even head_dim');
+    expectConfigError(variant(TRANSFORMER_190M, (o) => ((o.attn.n_heads = 7), delete o.attn.n_kv_heads, delete o.attn.head_dim)), '"attn.head_dim" is required');
+    expectConfigError(variant(TRANSFORMER_190M, (o) => delete o.attn.d_ff), '"attn.d_ff" is required');
+    expectConfigError(variant(TRANSFORMER_190M, (o) => (o.attn.rope_theta = 0)), '"attn.rope_theta" must be a positive number');
+    expectConfigError(variant(TRANSFORMER_190M, (o) => (o.attn.n_heads = 0)), '"attn.n_heads" must be a positive integer');
+    expectConfigError({ ...TRANSFORMER_190M, attn: 3 }, '"attn" must be an object');
+    expectConfigError({ ...TRANSFORMER_190M, n_layer: 2, layer_types: ['attention', 'sal'] }, '"sal" is required because layer_types contains "sal" layers');
+  });
+
+  it('counts parameters: q/o [n_heads*head_dim, d], k/v [n_kv_heads*head_dim, d], two norms, the SwiGLU MLP', () => {
+    const c = parseConfig({ ...TRANSFORMER_190M, n_layer: 1, vocab_size: 16, attn: { n_heads: 12, n_kv_heads: 4, d_ff: 100 } });
+    expect(countParameters(c)).toBe(16 * 768 + 768 + (768 + 2 * 768 * 768 + 2 * 256 * 768 + 768 + 3 * 100 * 768));
+  });
+});
+
 describe('presets', () => {
   // MODEL.md section 8.
   const table: Record<string, number> = {
@@ -337,6 +394,10 @@ describe('presets', () => {
     'taipan-1.3b': 1.29e9,
     'mamba2-130m': 129.0e6,
     'mamba2-1.3b': 1.34e9,
+    // Not in the table: the Transformer++ baselines at the Taipan sizes (section 8).
+    'transformer-190m': 183.5e6,
+    'transformer-450m': 439.7e6,
+    'transformer-1.3b': 1.275e9,
   };
 
   it('reproduce the parameter counts of the spec table within 0.5%', () => {
@@ -358,7 +419,11 @@ describe('presets', () => {
     expect(PRESETS['mamba2-1.3b']!.vocab_padded).toBe(50288);
     expect(PRESETS['taipan-450m']!.sal).toMatchObject({ n_heads: 16, head_dim: 64, d_ff: 2816, window: 2048, capacity: 0.15 });
     expect(PRESETS['taipan-1.3b']!.sal).toMatchObject({ n_heads: 32, d_ff: 5504 });
-    for (const n of ['taipan-190m', 'mamba2-190m', 'mamba2-1.3b-taipan']) expect(PRESETS[n]!.vocab_size).toBe(128256);
+    for (const n of ['taipan-190m', 'mamba2-190m', 'mamba2-1.3b-taipan', 'transformer-190m']) expect(PRESETS[n]!.vocab_size).toBe(128256);
+    const attn = (n: string) => [PRESETS[n]!.d_model, PRESETS[n]!.n_layer, PRESETS[n]!.attn!.n_heads, PRESETS[n]!.attn!.d_ff];
+    expect(attn('transformer-190m')).toEqual([768, 12, 12, 2048]);
+    expect(attn('transformer-450m')).toEqual([1024, 24, 16, 2816]);
+    expect(attn('transformer-1.3b')).toEqual([2048, 20, 32, 5504]);
   });
 
   it('untied heads count the embedding twice', () => {

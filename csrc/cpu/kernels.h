@@ -186,4 +186,31 @@ SampleFailure sample(ThreadPool& pool, int64_t B, int64_t vocab, const float* lo
                      int64_t ld, const int32_t* seen, int64_t S, const SamplingRow* rows,
                      int32_t* tokens, float* logprobs);
 
+// ---- Causal attention with a growing KV cache (attention.cpp) -----------------------------------
+// A chunk of B sequences x L new tokens, chunk row b*L + t at position start[b] + t. The query
+// at position p attends to positions 0..p of its sequence: cache rows 0..start[b]-1, then chunk
+// rows b*L .. b*L + t. fp32 online softmax, scores scaled by 1/sqrt(hd). Query head h reads KV
+// head h / (Hq / Hkv) (GQA). The caller guarantees start[b] >= 0 and Hq % Hkv == 0, and that
+// every cache holds start[b] rows.
+struct AttnArgs {
+  int64_t B, L;         // sequences, new tokens per sequence
+  int64_t Hq, Hkv, hd;  // query heads, key/value heads, head dim
+  const float* q;       // [B*L, Hq*hd], row at q + row*ldq
+  int64_t ldq;
+  const float *k, *v;   // [B*L, Hkv*hd], the chunk's keys (after RoPE) and values
+  int64_t ldk, ldv;
+  const int32_t* start;            // [B]
+  const float* const* k_cache;     // B caches, row p (Hkv*hd contiguous values) = position p
+  const float* const* v_cache;
+  float* out;           // [B*L, Hq*hd], row at out + row*ldo
+  int64_t ldo;
+};
+void attention(ThreadPool& pool, const AttnArgs& a);
+
+// The chunk's keys and values into the caches: row b*L + t goes to cache row start[b] + t
+// (HD values each). The caller guarantees start[b] + L <= the capacity of sequence b.
+void kv_append(ThreadPool& pool, int64_t B, int64_t L, int64_t HD, const float* k, int64_t ldk,
+               const float* v, int64_t ldv, const int32_t* start, float* const* k_cache,
+               float* const* v_cache);
+
 }  // namespace taipan::cpu

@@ -1,15 +1,51 @@
 // Elementwise ops (SiLU, softplus, add, SwiGLU) and copy.
 #include <cstring>
 
+#include "../../cuda/op_support.h"
 #include "../cpu/kernels.h"
 #include "op.h"
 
 namespace taipan {
 namespace {
 
+// softplus, add and swiglu have no CUDA kernel: the Mamba-2 path does not use them (softplus
+// is fused into the SSD kernels; add into rmsnorm; swiglu belongs to the SAL's MLP).
 void expect_cpu(const OpArgs& a) {
   if (a.device != Device::CPU) a.fail("not implemented on the CUDA backend yet");
 }
+
+// CUDA silu: x, out bf16, same shape, contiguous (out may be x).
+Work plan_silu_cuda(const OpArgs& a) {
+  cuda_ops::dtype(a, "x", {DType::BF16}, cuda_ops::kActivation);
+  cuda_ops::dtype(a, "out", {DType::BF16}, cuda_ops::kActivation);
+  const Tensor& x = a.expect("x", {DType::BF16}, std::vector<int64_t>(a.tensor("x").shape.size(), -1));
+  const Tensor& out = a.expect("out", {DType::BF16}, x.shape);
+  a.expect_contiguous("x");
+  a.expect_contiguous("out");
+  cuda_ops::expect_same_or_disjoint(a, "out", "x");
+  const uint16_t* xp = cuda_ops::bf16(x);
+  uint16_t* op = cuda_ops::bf16_out(out);
+  int64_t n = x.numel();
+  return cuda_ops::work([=](void* s) { cuda::silu_bf16(xp, op, n, s); });
+}
+
+// CUDA copy: device to device, any dtype, either side may be a strided view.
+Work plan_copy_cuda(const OpArgs& a) {
+  const Tensor& src = a.tensor("src");
+  const Tensor& dst = a.expect("dst", {src.dtype}, src.shape);
+  a.expect_no_overlap("src", "dst");
+  const void* sp = src.data();
+  void* dp = dst.data();
+  size_t esz = dtype_size(src.dtype);
+  size_t rows = size_t(src.rows()), row_bytes = size_t(src.cols()) * esz;
+  size_t spitch = size_t(src.ld) * esz, dpitch = size_t(dst.ld) * esz;
+  bool flat = src.contiguous() && dst.contiguous();
+  return cuda_ops::work([=](void* s) {
+    if (flat) cuda::copy_device_to_device(dp, sp, rows * row_bytes, s);
+    else cuda::copy_device_to_device_2d(dp, dpitch, sp, spitch, row_bytes, rows, s);
+  });
+}
+
 
 // x -> out, same shape, contiguous fp32.
 template <void (*Kernel)(cpu::ThreadPool&, int64_t, const float*, float*)>
@@ -42,7 +78,7 @@ Work plan_add(const OpArgs& a) {
 
 // copy: src -> dst of the same dtype and shape (either may be a strided view).
 Work plan_copy(const OpArgs& a) {
-  expect_cpu(a);
+  if (a.device == Device::CUDA) return plan_copy_cuda(a);
   const Tensor& src = a.tensor("src");
   const Tensor& dst = a.expect("dst", {src.dtype}, src.shape);
   a.expect_no_overlap("src", "dst");
@@ -70,7 +106,12 @@ Work plan_swiglu(const OpArgs& a) {
   return [=](ExecContext& c) { cpu::swiglu(*c.pool, M, F, hp, ldh, op); };
 }
 
-OpRegistrar r1({"silu", "out = x * sigmoid(x)", plan_unary<cpu::silu>});
+Work plan_silu(const OpArgs& a) {
+  if (a.device == Device::CUDA) return plan_silu_cuda(a);
+  return plan_unary<cpu::silu>(a);
+}
+
+OpRegistrar r1({"silu", "out = x * sigmoid(x)", plan_silu});
 OpRegistrar r2({"softplus", "out = log(1 + exp(x)), identity above 20", plan_unary<cpu::softplus>});
 OpRegistrar r3({"add", "out = a + b", plan_add});
 OpRegistrar r4({"copy", "dst = src", plan_copy});

@@ -1,17 +1,59 @@
 // linear: out = x @ weight^T, the nn.Linear of every projection and of the LM head.
 #include <algorithm>
+#include <cstdint>
 
+#include "../../cuda/op_support.h"
 #include "../cpu/kernels.h"
 #include "op.h"
 
 namespace taipan {
 namespace {
 
+// CUDA: weight bf16 [N, K] contiguous, x bf16 [M, K] (rows may be strided), out fp32 or bf16
+// [M, N] (rows may be strided). `count` is honoured: it lives on the device, so the work
+// copies it back first, which waits for the ops before it on the stream (see cuda/README.md).
+Work plan_linear_cuda(const OpArgs& a) {
+  cuda_ops::dtype(a, "weight", {DType::BF16}, cuda_ops::kMatrix);
+  cuda_ops::dtype(a, "x", {DType::BF16}, cuda_ops::kActivation);
+  cuda_ops::dtype(a, "out", {DType::F32, DType::BF16}, "the output is fp32 (e.g. logits) or bf16 (an activation)");
+  const Tensor& w = a.expect("weight", {DType::BF16}, {-1, -1});
+  a.expect_contiguous("weight");
+  int64_t N = w.shape[0], K = w.shape[1];
+  const Tensor& x = a.expect("x", {DType::BF16}, {-1, K});
+  int64_t M = x.shape[0];
+  const Tensor& out = a.expect("out", {DType::F32, DType::BF16}, {M, N});
+  const Tensor* count = a.expect_optional("count", {DType::I32}, {1});
+  a.expect_no_overlap("out", "x");
+  a.expect_no_overlap("out", "weight");
+  constexpr int64_t kMax = int64_t(1) << 31;
+  if (M >= kMax || N >= kMax || K >= kMax) a.fail("dimensions must be below 2^31 on the CUDA backend");
+  // Unaligned operands take the general kernel, whose grid limits M (cuda/kernels.h).
+  const bool fast = K % 8 == 0 && x.ld % 8 == 0 && reinterpret_cast<uintptr_t>(x.data()) % 16 == 0 &&
+                    reinterpret_cast<uintptr_t>(w.data()) % 16 == 0;
+  if (!fast && M > 1048560)
+    a.fail("x has " + std::to_string(M) + " rows; with K % 8 != 0 or a misaligned x the CUDA kernel takes at most 1048560");
+  const uint16_t* xp = cuda_ops::bf16(x);
+  const uint16_t* wp = cuda_ops::bf16(w);
+  int64_t ldx = x.ld, ldy = out.ld;
+  void* yp = out.data();
+  DType ydt = out.dtype;
+  const int32_t* cp = count ? count->ptr<int32_t>() : nullptr;
+  return cuda_ops::work([=](void* s) {
+    int64_t rows = M;
+    if (cp) {
+      int32_t c = 0;
+      cuda::copy_to_host(&c, cp, sizeof c, s);
+      rows = std::clamp<int64_t>(c, 0, M);
+    }
+    if (rows > 0) cuda::gemm(rows, N, K, xp, ldx, wp, yp, ldy, ydt, false, s);
+  });
+}
+
 // Optional `count` (i32 [1]): only rows [0, min(count, M)) are computed, the rest of out is
 // left as it was. It holds how many rows an earlier op on the stream compacted to the top
 // (the SAL's selected tokens), so it is read when the work runs, not now.
 Work plan_linear(const OpArgs& a) {
-  if (a.device != Device::CPU) a.fail("not implemented on the CUDA backend yet");
+  if (a.device == Device::CUDA) return plan_linear_cuda(a);
   const Tensor& w = a.expect("weight", {DType::F32, DType::F16, DType::BF16}, {-1, -1});
   a.expect_contiguous("weight");
   int64_t N = w.shape[0], K = w.shape[1];

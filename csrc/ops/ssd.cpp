@@ -1,10 +1,119 @@
 // ssd_scan (prefill, chunked SSD) and ssd_step (decode): the Mamba-2 state space model.
+#include "../../cuda/op_support.h"
 #include "../cpu/kernels.h"
 #include "op.h"
 #include "state_arg.h"
 
 namespace taipan {
 namespace {
+
+// ---- CUDA -----------------------------------------------------------------------------------
+// x, B, C, dt bf16 (rows may be strided: column views of the conv output and of in_proj's
+// output), dt_bias, A_log, D fp32 [H], out bf16 [B*L, H*P] contiguous, state fp32 as on the
+// CPU. ssd_scan needs 1 <= chunk <= 1024 and ceil(L/chunk) * H <= 65535.
+struct SsdCuda {
+  cuda::SsdDims dims;
+  const uint16_t *x, *Bm, *Cm, *dt;
+  const float *dt_bias, *A_log, *D;
+  int64_t ldx, ldb, ldc, lddt;
+  uint16_t* y;
+  StateArg state;
+  std::shared_ptr<Storage> workspace;  // ssd_scan: ssd_scan_workspace_bytes of one call
+  std::shared_ptr<Storage> table;      // ssd_step with a state list: device array of B pointers
+};
+
+SsdCuda check_ssd_cuda(const OpArgs& a, bool step) {
+  for (const char* n : {"x", "B", "C", "dt", "out"}) cuda_ops::dtype(a, n, {DType::BF16}, cuda_ops::kActivation);
+  for (const char* n : {"dt_bias", "A_log", "D"}) cuda_ops::dtype(a, n, {DType::F32}, cuda_ops::kSmallWeight);
+  cuda_ops::dtype(a, "state", {DType::F32}, cuda_ops::kState);
+  SsdCuda s;
+  cuda::SsdDims& d = s.dims;
+  const Tensor& dt = a.expect("dt", {DType::BF16}, {-1, -1});
+  int64_t rows = dt.shape[0];
+  d.H = dt.shape[1];
+  d.B = a.integer("batch", step ? rows : 1);
+  if (d.B < 1 || rows % d.B != 0) a.fail("'batch' (" + std::to_string(d.B) + ") must divide the " + std::to_string(rows) + " rows");
+  d.L = rows / d.B;
+  if (step && d.L != 1) a.fail("ssd_step takes one token per sequence; got " + std::to_string(d.L));
+  const Tensor& x = a.expect("x", {DType::BF16}, {rows, -1});
+  if (d.H < 1 || x.shape[1] % d.H != 0) a.fail("x has " + std::to_string(x.shape[1]) + " columns, not a multiple of the " + std::to_string(d.H) + " heads of dt");
+  d.P = x.shape[1] / d.H;
+  d.G = a.integer("groups", 1);
+  if (d.G < 1 || d.H % d.G != 0) a.fail("'groups' (" + std::to_string(d.G) + ") must divide the " + std::to_string(d.H) + " heads");
+  const Tensor& Bm = a.expect("B", {DType::BF16}, {rows, -1});
+  if (Bm.shape[1] % d.G != 0) a.fail("B has " + std::to_string(Bm.shape[1]) + " columns, not a multiple of groups");
+  d.N = Bm.shape[1] / d.G;
+  const Tensor& Cm = a.expect("C", {DType::BF16}, {rows, d.G * d.N});
+  d.chunk = a.integer("chunk", 256);
+  if (d.chunk < 1) a.fail("'chunk' must be positive");
+  if (!step && d.chunk > 1024) a.fail("'chunk' (" + std::to_string(d.chunk) + ") must be at most 1024 on the CUDA backend");
+  for (const char* n : {"dt_bias", "A_log", "D"}) a.expect(n, {DType::F32}, {d.H});
+  const Tensor& y = a.expect("out", {DType::BF16}, {rows, d.H * d.P});
+  a.expect_contiguous("out");
+  for (const char* n : {"x", "B", "C", "dt", "state"}) a.expect_no_overlap("out", n);
+  if (d.P < 1 || d.N < 1) a.fail("x and B need at least one column per head and group");
+  if (d.B > 65535 || d.H > 65535) a.fail("at most 65535 sequences and 65535 heads per call on the CUDA backend");
+  if (!step && (d.L + d.chunk - 1) / d.chunk * d.H > 65535)
+    a.fail("ceil(L / chunk) * heads = " + std::to_string((d.L + d.chunk - 1) / d.chunk * d.H) +
+           " exceeds 65535 on the CUDA backend; run the sequence in pieces or use a longer chunk");
+  s.state = resolve_state(a, "state", d.B, {d.H, d.P, d.N});
+  if (step && !s.state.present) a.fail("ssd_step needs a 'state'");
+  s.x = cuda_ops::bf16(x); s.ldx = x.ld;
+  s.Bm = cuda_ops::bf16(Bm); s.ldb = Bm.ld;
+  s.Cm = cuda_ops::bf16(Cm); s.ldc = Cm.ld;
+  s.dt = cuda_ops::bf16(dt); s.lddt = dt.ld;
+  s.dt_bias = a.tensor("dt_bias").ptr<float>();
+  s.A_log = a.tensor("A_log").ptr<float>();
+  s.D = a.tensor("D").ptr<float>();
+  s.y = cuda_ops::bf16_out(y);
+  if (!step) {
+    // A state list runs one sequence per call, one call after another on the same stream, so
+    // they share one workspace sized for a single sequence.
+    cuda::SsdDims one = d;
+    if (s.state.present && !s.state.batched) one.B = 1;
+    s.workspace = cuda_ops::device_buffer(cuda::ssd_scan_workspace_bytes(one));
+  } else if (!s.state.batched) {
+    s.table = cuda_ops::pointer_table(s.state.raw);
+  }
+  return s;
+}
+
+Work plan_scan_cuda(const OpArgs& a) {
+  SsdCuda s = check_ssd_cuda(a, false);
+  return cuda_ops::work([s](void* st) {
+    const cuda::SsdDims& d = s.dims;
+    void* ws = s.workspace->data;
+    if (!s.state.present || s.state.batched) {
+      // No state: start from zeros and keep no final state (state_out null), as on the CPU.
+      float* state = s.state.present ? s.state.per_seq[0] : nullptr;
+      cuda::ssd_scan(d, s.x, s.ldx, s.Bm, s.ldb, s.Cm, s.ldc, s.dt, s.lddt, s.dt_bias, s.A_log, s.D,
+                     state, s.y, state, ws, st);
+      return;
+    }
+    cuda::SsdDims one = d;
+    one.B = 1;
+    for (int64_t b = 0; b < d.B; b++) {
+      const int64_t r0 = b * d.L;
+      cuda::ssd_scan(one, s.x + r0 * s.ldx, s.ldx, s.Bm + r0 * s.ldb, s.ldb, s.Cm + r0 * s.ldc, s.ldc,
+                     s.dt + r0 * s.lddt, s.lddt, s.dt_bias, s.A_log, s.D, s.state.per_seq[b],
+                     s.y + r0 * d.H * d.P, s.state.per_seq[b], ws, st);
+    }
+  });
+}
+
+Work plan_step_cuda(const OpArgs& a) {
+  SsdCuda s = check_ssd_cuda(a, true);
+  return cuda_ops::work([s](void* st) {
+    if (s.state.batched)
+      cuda::ssd_step(s.dims, s.x, s.ldx, s.Bm, s.ldb, s.Cm, s.ldc, s.dt, s.lddt, s.dt_bias, s.A_log, s.D,
+                     s.state.per_seq[0], s.y, st);
+    else
+      cuda::ssd_step_seqs(s.dims, s.x, s.ldx, s.Bm, s.ldb, s.Cm, s.ldc, s.dt, s.lddt, s.dt_bias, s.A_log,
+                          s.D, static_cast<float* const*>(s.table->data), s.y, st);
+  });
+}
+
+// ---- CPU ------------------------------------------------------------------------------------
 
 struct SsdArgs {
   cpu::SsdDims dims;
@@ -18,7 +127,6 @@ struct SsdArgs {
 // dt_bias, A_log, D [H], out [B*L, H*P], state [B, H, P, N] or a list of B [H, P, N].
 // Params: batch (B), groups (G), chunk (default 256).
 SsdArgs check_ssd(const OpArgs& a, bool step) {
-  if (a.device != Device::CPU) a.fail("not implemented on the CUDA backend yet");
   SsdArgs s;
   cpu::SsdDims& d = s.dims;
   const Tensor& dt = a.expect("dt", {DType::F32}, {-1, -1});
@@ -83,11 +191,13 @@ void run_ssd(const SsdArgs& s, bool step, cpu::ThreadPool& pool) {
 }
 
 Work plan_scan(const OpArgs& a) {
+  if (a.device == Device::CUDA) return plan_scan_cuda(a);
   SsdArgs s = check_ssd(a, false);
   return [s](ExecContext& c) { run_ssd(s, false, *c.pool); };
 }
 
 Work plan_step(const OpArgs& a) {
+  if (a.device == Device::CUDA) return plan_step_cuda(a);
   SsdArgs s = check_ssd(a, true);
   return [s](ExecContext& c) { run_ssd(s, true, *c.pool); };
 }

@@ -130,15 +130,75 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
   return cudaSuccess;
 }
 inline cudaError_t cudaMemGetInfo(size_t* f, size_t* t) { *f = size_t(4) << 30; *t = size_t(8) << 30; return cudaSuccess; }
+// "Device" memory is host memory here, so host code that wrongly dereferences a device pointer,
+// or copies with the wrong direction, would go unnoticed. The emulator therefore records every
+// cudaMalloc block and checks that copies and memsets name device memory where they should.
+namespace emu {
+inline std::mutex& alloc_mutex() { static std::mutex m; return m; }
+inline std::map<uintptr_t, size_t>& allocs() { static auto* m = new std::map<uintptr_t, size_t>; return *m; }
+// True when [p, p + n) lies inside one cudaMalloc block.
+inline bool is_device(const void* p, size_t n) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lk(alloc_mutex());
+  auto it = allocs().upper_bound(a);
+  if (it == allocs().begin()) return false;
+  --it;
+  return a >= it->first && a + n <= it->first + it->second;
+}
+inline cudaError_t check_copy(void* d, const void* s, size_t n, cudaMemcpyKind k) {
+  if (n == 0) return cudaSuccess;
+  const bool dd = is_device(d, n), sd = is_device(s, n);
+  const bool ok = k == cudaMemcpyHostToDevice ? dd && !sd
+                : k == cudaMemcpyDeviceToHost ? !dd && sd
+                : dd && sd;
+  if (!ok) {
+    std::fprintf(stderr, "emu: cudaMemcpy kind %d with a %s destination and a %s source (%zu bytes)\n",
+                 int(k), dd ? "device" : "host", sd ? "device" : "host", n);
+    return fail(cudaErrorInvalidValue);
+  }
+  return cudaSuccess;
+}
+}  // namespace emu
 inline cudaError_t cudaMalloc(void** p, size_t bytes) {
   *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   if (!*p) return emu::fail(cudaErrorMemoryAllocation);
   std::memset(*p, 0xff, bytes);  // garbage (NaN patterns), like uninitialised device memory
+  std::lock_guard<std::mutex> lk(emu::alloc_mutex());
+  emu::allocs()[reinterpret_cast<uintptr_t>(*p)] = bytes;
   return cudaSuccess;
 }
-inline cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
-inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { std::memset(p, v, n); return cudaSuccess; }
-inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) { std::memmove(d, s, n); return cudaSuccess; }
+inline cudaError_t cudaFree(void* p) {
+  if (!p) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lk(emu::alloc_mutex());
+    if (!emu::allocs().erase(reinterpret_cast<uintptr_t>(p))) return emu::fail(cudaErrorInvalidValue);
+  }
+  std::free(p);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
+  if (n && !emu::is_device(p, n)) return emu::fail(cudaErrorInvalidValue);
+  std::memset(p, v, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t) {
+  if (cudaError_t e = emu::check_copy(d, s, n, k)) return e;
+  std::memmove(d, s, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpy2DAsync(void* d, size_t dpitch, const void* s, size_t spitch, size_t width,
+                                     size_t height, cudaMemcpyKind k, cudaStream_t) {
+  if (width > dpitch || width > spitch) return emu::fail(cudaErrorInvalidValue);
+  if (height == 0 || width == 0) return cudaSuccess;
+  // Check the whole spans, then copy row by row.
+  const size_t dspan = (height - 1) * dpitch + width, sspan = (height - 1) * spitch + width;
+  const bool dd = emu::is_device(d, dspan), sd = emu::is_device(s, sspan);
+  const bool ok = k == cudaMemcpyHostToDevice ? dd && !sd : k == cudaMemcpyDeviceToHost ? !dd && sd : dd && sd;
+  if (!ok) return emu::fail(cudaErrorInvalidValue);
+  for (size_t r = 0; r < height; r++)
+    std::memmove(static_cast<char*>(d) + r * dpitch, static_cast<const char*>(s) + r * spitch, width);
+  return cudaSuccess;
+}
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { *s = new CUstream_st{0}; return cudaSuccess; }

@@ -6,6 +6,12 @@ import type { Ops } from '../ops.js';
 /** Scratch buffers shared by all layers of one forward call, sized for `rows` = B * L tokens. */
 export interface Workspace {
   rows: number;
+  /**
+   * The dtype of activations passed between ops on this device (MODEL.md section 10): 'f32' on
+   * the CPU, 'bf16' on CUDA. Layers ask for their intermediate buffers in it; the residual
+   * stream stays f32 everywhere.
+   */
+  act: DTypeName;
   /** Views of the model's scratch tensors with exactly `rows` rows; layers ask by name (f32 unless told). */
   get(name: string, cols: number, dtype?: DTypeName): NativeTensor;
 }

@@ -71,19 +71,21 @@ export class Mamba2Block implements Layer<Mamba2State> {
     const { ngroups: G, d_state: N, chunk_size: chunk } = this.cfg.ssm;
     const w = this.w;
 
+    // Activations between ops are in ws.act (f32 on the CPU, bf16 on CUDA); the residual
+    // stream and the states are f32 on both.
     // Pre-norm, folding in the previous layer's output: r += pending; u = rms(r).
-    const u = ws.get('normed', d);
+    const u = ws.get('normed', d, ws.act);
     ops.rmsnorm(residual, pending, w.norm, u, eps);
 
     // in_proj; its output columns are z | xBC | dt.
-    const zxbcdt = ws.get('zxbcdt', dip);
+    const zxbcdt = ws.get('zxbcdt', dip, ws.act);
     ops.linear(u, w.inProj, zxbcdt);
     const z = colsView(zxbcdt, 0, di);
     const xbcRaw = colsView(zxbcdt, di, di + cd);
     const dt = colsView(zxbcdt, di + cd, dip);
 
     // Causal conv + SiLU over x|B|C, carrying the conv state.
-    const xbc = ws.get('xbc', cd);
+    const xbc = ws.get('xbc', cd, ws.act);
     const convStates = states.map((s) => s.conv);
     if (ctx.decode) ops.conv1dUpdate(xbcRaw, w.convWeight, w.convBias, xbc, convStates);
     else ops.conv1dSilu(xbcRaw, w.convWeight, w.convBias, xbc, batch, convStates);
@@ -98,15 +100,15 @@ export class Mamba2Block implements Layer<Mamba2State> {
       A_log: w.aLog,
       D: w.d,
     };
-    const y = ws.get('y', di);
+    const y = ws.get('y', di, ws.act);
     const ssmStates = states.map((s) => s.ssm);
     if (ctx.decode) ops.ssdStep(ssd, y, G, ssmStates);
     else ops.ssdScan(ssd, y, { batch, groups: G, chunk }, ssmStates);
 
     // Gate, grouped norm, out_proj.
-    const yn = ws.get('y_normed', di);
+    const yn = ws.get('y_normed', di, ws.act);
     ops.gatedRmsnorm(y, z, w.gatedNorm, yn, G, eps);
-    const out = ws.get('mixer_out', d);
+    const out = ws.get('mixer_out', d, ws.act);
     ops.linear(yn, w.outProj, out);
     return out;
   }

@@ -4,8 +4,9 @@
 import { resolveBackend, setThreads, type BackendName } from '../backend.js';
 import { loadConfig, type ModelConfig } from '../config.js';
 import type { ForwardContext, Layer, LayerState, Workspace } from '../layers/layer.js';
+import { AttentionBlock } from '../layers/attention_block.js';
 import { Mamba2Block } from '../layers/mamba2_block.js';
-import { SelectiveAttentionLayer, type SalSelection } from '../layers/sal.js';
+import { SalState, SelectiveAttentionLayer, type SalSelection } from '../layers/sal.js';
 import { colsView, reshapeView, rowsView } from '../layers/views.js';
 import type { DTypeName } from '../dtype.js';
 import { addon, type DeviceName, type NativeGraph, type NativeTensor } from '../native.js';
@@ -86,12 +87,20 @@ export class SequenceState {
 /** Named scratch tensors that grow to the largest call seen and are reused after. */
 class ScratchPool {
   private readonly buffers = new Map<string, NativeTensor>();
+  /**
+   * Activations between ops (MODEL.md section 10): fp32 on the CPU; bf16 on CUDA, whose kernels
+   * take and produce bf16 activations. The residual stream and the logits stay fp32 on both.
+   */
+  readonly act: DTypeName;
 
-  constructor(private readonly device: DeviceName) {}
+  constructor(private readonly device: DeviceName) {
+    this.act = device === 'cuda' ? 'bf16' : 'f32';
+  }
 
   workspace(rows: number): Workspace {
     return {
       rows,
+      act: this.act,
       get: (name: string, cols: number, dtype: DTypeName = 'f32') => {
         let t = this.buffers.get(name);
         if (!t || t.shape[0]! < rows || t.shape[1] !== cols || t.dtype !== dtype) {
@@ -142,7 +151,7 @@ export class CausalLM {
   /** Load a model directory (config.json + safetensors). */
   static async load(dir: string, opts: LoadOptions = {}): Promise<CausalLM> {
     const config = loadConfig(dir);
-    return CausalLM.fromCheckpoint(config, dir, opts);
+    return this.fromCheckpoint(config, dir, opts);
   }
 
   static async fromCheckpoint(config: ModelConfig, dir: string, opts: LoadOptions = {}): Promise<CausalLM> {
@@ -161,7 +170,11 @@ export class CausalLM {
         let layer: Layer;
         if (kind === 'mamba2') layer = Mamba2Block.load(config, loader, i);
         else if (kind === 'sal') layer = SelectiveAttentionLayer.load(config, loader, i);
-        else throw new Error(`layer ${i} is a "${kind}" layer, which this version cannot run yet`);
+        else if (kind === 'attention') {
+          layer = AttentionBlock.load(config, loader, i);
+          // Its KV caches grow into new tensors, which a captured graph would not follow.
+          opts = { ...opts, graphs: false };
+        } else throw new Error(`layer ${i} is a "${kind}" layer, which this version cannot run yet`);
         owned.push(layer);
         layers.push(layer);
       });
@@ -208,6 +221,34 @@ export class CausalLM {
   createState(): SequenceState {
     this.checkAlive();
     return new SequenceState(this.layers.map((l) => l.createState()));
+  }
+
+  /**
+   * Make a used state fresh again (Mamba-2 states zero, SAL caches empty, position 0) without
+   * allocating one: a server keeps a pool of states and hands them from one request to the
+   * next. Waits for any queued forward, so a state can be reset while others are in use.
+   */
+  resetState(state: SequenceState): Promise<void> {
+    return this.exclusive(async () => {
+      this.checkStates([state], 1);
+      const zeros = new Map<string, Float32Array | Int32Array>(); // one buffer per shape: layers repeat
+      for (const layer of state.layers) {
+        if (layer instanceof SalState) {
+          // A slot marked -1 is empty and its keys and values are never read, so the (large)
+          // caches need no clearing: marking every slot empty is the whole reset.
+          layer.cachePos.write(new Int32Array(layer.cachePos.shape[0]!).fill(-1));
+          continue;
+        }
+        for (const t of layer.tensors()) {
+          const n = t.shape.reduce((a, b) => a * b, 1);
+          const key = `${t.dtype === 'i32' ? 'i' : 'f'}${n}`;
+          let z = zeros.get(key);
+          if (!z) zeros.set(key, (z = t.dtype === 'i32' ? new Int32Array(n) : new Float32Array(n)));
+          t.write(z);
+        }
+      }
+      state.position = 0;
+    });
   }
 
   /**
@@ -443,7 +484,7 @@ export class CausalLM {
       pending = layer.forward(ctx, residual, pending, states.map((s) => s.layers[i]!));
     });
     if (!out) return;
-    const normed = ws.get('normed', d);
+    const normed = ws.get('normed', d, ws.act);
     if (targetsT) return this.enqueueNll(normed, pending, residual, targetsT, out);
     ops.rmsnorm(residual, pending, this.normF, normed, norm_eps);
     // Only the last position of each sequence: row L-1 as a strided view [B, d], row stride L*d.

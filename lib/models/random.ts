@@ -79,12 +79,27 @@ export function randomWeights(cfg: ModelConfig, seed = 0): Map<string, { shape: 
     put(`${p}.mlp.fc1.weight`, [2 * d_ff, d], linear([2 * d_ff, d]));
     put(`${p}.mlp.fc2.weight`, [d, d_ff], linear([d, d_ff], 1 / Math.sqrt(cfg.n_layer)));
   };
+  // A Transformer++ block (spec section 7), initialised as a SAL is.
+  const putAttention = (p: string) => {
+    const { n_heads, n_kv_heads, head_dim, d_ff } = cfg.attn!;
+    const hq = n_heads * head_dim;
+    const hkv = n_kv_heads * head_dim;
+    put(`${p}.norm.weight`, [d], near(d, 1, 0.1));
+    put(`${p}.mixer.q_proj.weight`, [hq, d], linear([hq, d]));
+    put(`${p}.mixer.k_proj.weight`, [hkv, d], linear([hkv, d]));
+    put(`${p}.mixer.v_proj.weight`, [hkv, d], linear([hkv, d]));
+    put(`${p}.mixer.o_proj.weight`, [d, hq], linear([d, hq], 1 / Math.sqrt(cfg.n_layer)));
+    put(`${p}.norm2.weight`, [d], near(d, 1, 0.1));
+    put(`${p}.mlp.fc1.weight`, [2 * d_ff, d], linear([2 * d_ff, d]));
+    put(`${p}.mlp.fc2.weight`, [d, d_ff], linear([d, d_ff], 1 / Math.sqrt(cfg.n_layer)));
+  };
   const K = cfg.ssm.d_conv;
   put('backbone.embedding.weight', [V, d], rng().normal(V * d, 0.02));
   cfg.layer_types.forEach((kind, i) => {
     const p = `backbone.layers.${i}`;
     if (kind === 'sal') return putSal(p);
-    if (kind !== 'mamba2') throw new Error(`createRandomModel: layer ${i} is "${kind}"; only mamba2 and sal layers can be generated yet`);
+    if (kind === 'attention') return putAttention(p);
+    if (kind !== 'mamba2') throw new Error(`createRandomModel: layer ${i} is "${kind}"; only mamba2, sal and attention layers can be generated yet`);
     put(`${p}.norm.weight`, [d], near(d, 1, 0.1));
     put(`${p}.mixer.in_proj.weight`, [dip, d], linear([dip, d]));
     put(`${p}.mixer.conv1d.weight`, [cd, 1, K], rng().uniform(cd * K, -1 / Math.sqrt(K), 1 / Math.sqrt(K)));

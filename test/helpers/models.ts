@@ -72,3 +72,17 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   const rms = Math.sqrt(ss / Math.max(1, b.length));
   return Number.isNaN(max) ? Infinity : max / (rms || 1);
 }
+
+/** A small Transformer++: d 64, 3 layers, 4 query heads x 16 sharing 2 key/value heads, vocab 100. */
+export function smallTransformerConfig(attn: Record<string, unknown> = {}, over: Record<string, unknown> = {}): ModelConfig {
+  return parseConfig({
+    model_type: 'transformer',
+    d_model: 64,
+    n_layer: 3,
+    vocab_size: 100,
+    pad_vocab_size_multiple: 16,
+    tie_embeddings: true,
+    attn: { n_heads: 4, n_kv_heads: 2, head_dim: 16, d_ff: 96, ...attn },
+    ...over,
+  });
+}

@@ -1,0 +1,680 @@
+// The CUDA backend against the CPU backend: every op on the same random inputs and edge shapes,
+// device tensors, the caching allocator, dtype errors, and a small seeded Mamba-2 model
+// (CUDA with bf16 activations vs CPU in fp32, MODEL.md section 10).
+//
+// Everything but the first suite needs a CUDA device and is skipped without one. With no GPU,
+// the same tests run against the CPU emulator build of the addon:
+//   TAIPAN_ADDON=$(cuda/emu/build_emu_addon.sh) npx vitest run test/cuda.test.ts
+//
+// Inputs that the CUDA kernels take in bf16 are rounded to bf16 first, so both backends see
+// exactly the same values; what differs is the rounding of bf16 outputs (half an ulp: 2^-9
+// relative) and the order of fp32 sums. relError is max |got - want| over the RMS of want.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { cudaMemory, cudaReleaseCache, getBackendInfo, resolveBackend } from '../lib/backend.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, type DTypeName } from '../lib/dtype.js';
+import { argmax } from '../lib/models/causal_lm.js';
+import { Mamba2Model } from '../lib/models/mamba2.js';
+import { addon, type DeviceName, type NativeTensor } from '../lib/native.js';
+import { Ops } from '../lib/ops.js';
+import { relError, smallMamba2Config, tempDir, writeModel } from './helpers/models.js';
+import { randn, randu } from './reference/rng.js';
+
+const native = addon();
+const info = getBackendInfo();
+const hasCuda = info.cuda.devices.length > 0;
+
+/**
+ * How far a bf16 output is from the fp32 one, per element: |got - want| over (2^-8 |want| +
+ * slack * RMS(want)). Rounding to bf16 moves a value by at most half an ulp, 2^-8 of it; `slack`
+ * covers fp32 differences (summation order). At most 1 when the output is right.
+ */
+function bf16Error(got: ArrayLike<number>, want: ArrayLike<number>, slack = 1e-4): number {
+  let ss = 0;
+  for (let i = 0; i < want.length; i++) ss += want[i]! * want[i]!;
+  const floor = slack * Math.sqrt(ss / Math.max(1, want.length)) + 1e-30;
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) {
+    const e = Math.abs(got[i]! - want[i]!) / (2 ** -8 * Math.abs(want[i]!) + floor);
+    worst = Math.max(worst, Number.isNaN(e) ? Infinity : e);
+  }
+  return worst;
+}
+
+let seed = 7000;
+/** Normal values rounded to bf16 (exact in f32, bf16 and on both backends). */
+function rand(n: number, scale = 1): Float32Array {
+  return bf16ToF32(f32ToBf16(Float32Array.from(randn(n, seed++, scale))));
+}
+function uniform(n: number, lo: number, hi: number): Float32Array {
+  return bf16ToF32(f32ToBf16(Float32Array.from(randu(n, seed++, lo, hi))));
+}
+function on(device: DeviceName, data: Float32Array, shape: number[], dtype: DTypeName = 'f32'): NativeTensor {
+  return native.tensor(data, shape, dtype, device);
+}
+/** Rows of `cols` values placed at column `at` of a wider matrix of `ld` columns (NaN around). */
+function strided(device: DeviceName, data: Float32Array, rows: number, cols: number, ld: number, at: number, dtype: DTypeName = 'f32'): NativeTensor {
+  const wide = new Float32Array(rows * ld).fill(NaN);
+  for (let r = 0; r < rows; r++) wide.set(data.subarray(r * cols, (r + 1) * cols), r * ld + at);
+  return native.tensor(wide, [rows, ld], dtype, device).cols(at, at + cols);
+}
+function read(t: NativeTensor): Float64Array {
+  return Float64Array.from(t.toArray());
+}
+function concat(ts: NativeTensor[]): Float64Array {
+  return Float64Array.from(ts.flatMap((t) => [...t.toArray()]));
+}
+
+describe.skipIf(hasCuda)('CUDA requested where no device answers', () => {
+  // The reason query() gives (no driver, no device, or a build without CUDA).
+  const why = info.cuda.compiled ? info.cuda.reason : 'built without CUDA';
+  const tmp = tempDir('taipan-nocuda-');
+  afterAll(() => tmp.cleanup());
+
+  it('backend "cuda" is refused with the reason; auto stays on the CPU', async () => {
+    expect(why.length).toBeGreaterThan(0);
+    expect(() => resolveBackend('cuda')).toThrow(why);
+    const saved = process.env.TAIPAN_BACKEND;
+    process.env.TAIPAN_BACKEND = 'cuda';
+    try {
+      expect(() => resolveBackend()).toThrow(why);
+    } finally {
+      if (saved === undefined) delete process.env.TAIPAN_BACKEND;
+      else process.env.TAIPAN_BACKEND = saved;
+    }
+    expect(getBackendInfo().auto.backend).toBe('cpu');
+    const cfg = smallMamba2Config({ n_layer: 1 });
+    await writeModel(cfg, tmp.dir, 3);
+    await expect(Mamba2Model.load(tmp.dir, { backend: 'cuda' })).rejects.toThrow(why);
+  });
+
+  it('device tensors and streams throw a JavaScript error naming the reason', () => {
+    const nativeWhy = info.cuda.compiled ? info.cuda.reason : 'built without CUDA';
+    expect(() => native.empty([2], 'f32', 'cuda')).toThrow(/device 'cuda' is not available/);
+    expect(() => native.empty([2], 'f32', 'cuda')).toThrow(nativeWhy);
+    expect(() => native.tensor(new Float32Array(4), [2, 2], 'bf16', 'cuda')).toThrow(nativeWhy);
+    expect(() => new native.Stream('cuda')).toThrow(nativeWhy);
+    const file = join(tmp.dir, 'raw.bin');
+    writeFileSync(file, Buffer.from(new Float32Array([1, 2, 3, 4]).buffer));
+    expect(() => native.fromFile(file, 0, 'f32', [4], 'bf16', 'cuda')).toThrow(nativeWhy);
+    expect(() => new Ops('cuda')).toThrow(nativeWhy);
+  });
+});
+
+describe.skipIf(!hasCuda)('CUDA device tensors', () => {
+  const tmp = tempDir('taipan-cuda-');
+  afterAll(() => tmp.cleanup());
+
+  it('round trips every dtype through the device', () => {
+    const data = rand(37, 3);
+    for (const dt of ['f32', 'f16', 'bf16'] as const) {
+      const want = dt === 'f32' ? data : dt === 'f16' ? f16ToF32(f32ToF16(data)) : data;
+      const g = on('cuda', data, [37], dt);
+      expect(g.device).toBe('cuda');
+      expect(g.dtype).toBe(dt);
+      expect(Array.from(g.toArray())).toEqual(Array.from(want));
+    }
+    const ints = Int32Array.from([0, -1, 2 ** 31 - 1, -(2 ** 31), 42]);
+    expect(Array.from(native.tensor(ints, [5], 'i32', 'cuda').toArray())).toEqual(Array.from(ints));
+    const bits = f32ToBf16(data);
+    expect(Array.from(native.tensor(bits, [37], 'bf16', 'cuda').toArray())).toEqual(Array.from(data));
+    expect(() => native.tensor(new Float32Array(3), [2, 2], 'f32', 'cuda')).toThrow(/3 elements/);
+  });
+
+  it('empty() is zeroed, write() fills whole tensors and column views, views read back', () => {
+    const z = native.empty([5, 9], 'bf16', 'cuda');
+    expect(Array.from(z.toArray())).toEqual(new Array(45).fill(0));
+    const raw = native.empty([3, 4], 'f32', 'cuda', false);
+    expect(raw.shape).toEqual([3, 4]);
+    const base = rand(5 * 9);
+    const m = on('cuda', base, [5, 9]);
+    const part = rand(5 * 3);
+    m.cols(2, 5).write(part);
+    const want = Float32Array.from(base);
+    for (let r = 0; r < 5; r++) want.set(part.subarray(r * 3, r * 3 + 3), r * 9 + 2);
+    expect(Array.from(m.toArray())).toEqual(Array.from(want));
+    expect(Array.from(m.cols(2, 5).toArray())).toEqual(Array.from(part));
+    expect(Array.from(m.rows(1, 3).toArray())).toEqual(Array.from(want.subarray(9, 27)));
+    expect(Array.from(m.reshape([45]).toArray())).toEqual(Array.from(want));
+    m.write(base);
+    expect(Array.from(m.toArray())).toEqual(Array.from(base));
+  });
+
+  it('fromFile() reads, converts on the host and copies to the device', () => {
+    const data = rand(12, 2);
+    const file = join(tmp.dir, 'w.bin');
+    const head = Buffer.alloc(16, 7);
+    writeFileSync(file, Buffer.concat([head, Buffer.from(data.buffer), Buffer.from(f32ToF16(data).buffer)]));
+    const a = native.fromFile(file, 16, 'f32', [3, 4], 'bf16', 'cuda');
+    expect(a.dtype).toBe('bf16');
+    expect(Array.from(a.toArray())).toEqual(Array.from(data));
+    const b = native.fromFile(file, 16 + 48, 'f16', [12], 'f32', 'cuda');
+    expect(Array.from(b.toArray())).toEqual(Array.from(f16ToF32(f32ToF16(data))));
+    expect(() => native.fromFile(file, 16, 'f32', [100], 'f32', 'cuda')).toThrow(/truncated/);
+  });
+
+  it('the caching allocator reuses freed blocks and releases them on request', () => {
+    const a = native.empty([1000, 33], 'f32', 'cuda');
+    const bytes = a.byteLength;
+    a.dispose();
+    const before = cudaMemory();
+    expect(before.caching).toBe(true);
+    expect(before.cachedBytes).toBeGreaterThanOrEqual(bytes);
+    const b = native.empty([1000, 33], 'f32', 'cuda');
+    const after = cudaMemory();
+    expect(after.deviceMallocs).toBe(before.deviceMallocs);
+    expect(after.hits).toBe(before.hits + 1);
+    b.dispose();
+    expect(cudaReleaseCache()).toBeGreaterThanOrEqual(bytes);
+    expect(cudaMemory().cachedBytes).toBe(0);
+  });
+
+  it('refuses host access to tensors that queued ops use, and CPU tensors on a CUDA stream', () => {
+    const ops = new Ops('cuda');
+    try {
+      const x = on('cuda', rand(16), [16], 'bf16');
+      const y = native.empty([16], 'bf16', 'cuda');
+      ops.silu(x, y);
+      expect(() => y.toArray()).toThrow(/await stream.sync\(\) first/);
+      ops.syncBlocking();
+      expect(y.toArray().length).toBe(16);
+      expect(() => ops.silu(on('cpu', rand(16), [16]), y)).toThrow(/is on cpu but the stream runs on cuda/);
+    } finally {
+      ops.dispose();
+    }
+  });
+});
+
+describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
+  let gpu: Ops;
+  let cpu: Ops;
+  beforeAll(() => {
+    gpu = new Ops('cuda');
+    cpu = new Ops('cpu');
+  });
+  afterAll(() => {
+    gpu.dispose();
+    cpu.dispose();
+  });
+  const run = () => {
+    cpu.syncBlocking();
+    gpu.syncBlocking();
+  };
+
+  describe('embedding', () => {
+    for (const dt of ['f32', 'f16', 'bf16'] as const) {
+      it(`gathers rows of a ${dt} table exactly`, () => {
+        const [V, d, n] = [50, 24, 9];
+        const table = rand(V * d);
+        const ids = Int32Array.from([0, 49, 3, 3, 17, 0, 48, 25, 1]);
+        const oc = native.empty([n, d]);
+        const og = native.empty([n, d], 'f32', 'cuda');
+        cpu.embedding(native.tensor(ids, [n], 'i32'), on('cpu', table, [V, d], dt), oc);
+        gpu.embedding(native.tensor(ids, [n], 'i32', 'cuda'), on('cuda', table, [V, d], dt), og);
+        run();
+        expect(read(og)).toEqual(read(oc));
+      });
+    }
+    it('rejects an id out of range when it runs', () => {
+      const og = native.empty([2, 4], 'f32', 'cuda');
+      gpu.embedding(native.tensor(Int32Array.from([1, 10]), [2], 'i32', 'cuda'), on('cuda', rand(40), [10, 4], 'bf16'), og, 10);
+      expect(() => gpu.syncBlocking()).toThrow(/token id 10 at position 1 is out of range/);
+      // The stream stays usable after a failed batch.
+      gpu.embedding(native.tensor(Int32Array.from([1, 9]), [2], 'i32', 'cuda'), on('cuda', rand(40), [10, 4], 'bf16'), og, 10);
+      gpu.syncBlocking();
+    });
+  });
+
+  describe('rmsnorm', () => {
+    for (const [M, d] of [[1, 1], [3, 7], [5, 64], [2, 768], [4, 1030]]) {
+      it(`M=${M} d=${d}, with and without the residual add`, () => {
+        const r = rand(M! * d!, 2);
+        const delta = rand(M! * d!);
+        const w = uniform(d!, 0.5, 1.5);
+        for (const withDelta of [true, false]) {
+          const rc = on('cpu', r, [M!, d!]);
+          const rg = on('cuda', r, [M!, d!]);
+          const oc = native.empty([M!, d!]);
+          const og = native.empty([M!, d!], 'bf16', 'cuda');
+          cpu.rmsnorm(rc, withDelta ? on('cpu', delta, [M!, d!]) : null, on('cpu', w, [d!]), oc, 1e-5);
+          gpu.rmsnorm(rg, withDelta ? on('cuda', delta, [M!, d!], 'bf16') : null, on('cuda', w, [d!]), og, 1e-5);
+          run();
+          expect(relError(read(rg), read(rc))).toBeLessThan(1e-7);
+          expect(bf16Error(read(og), read(oc))).toBeLessThan(1);
+        }
+        // fp32 output (no residual add).
+        const oc = native.empty([M!, d!]);
+        const og = native.empty([M!, d!], 'f32', 'cuda');
+        cpu.rmsnorm(on('cpu', r, [M!, d!]), null, on('cpu', w, [d!]), oc, 1e-5);
+        gpu.rmsnorm(on('cuda', r, [M!, d!]), null, on('cuda', w, [d!]), og, 1e-5);
+        run();
+        expect(relError(read(og), read(oc))).toBeLessThan(1e-5);
+      });
+    }
+  });
+
+  describe('gated_rmsnorm', () => {
+    for (const [M, d, G] of [[1, 8, 1], [3, 64, 2], [2, 1000, 4], [5, 128, 8]]) {
+      it(`M=${M} d=${d} groups=${G}, z strided, and in place`, () => {
+        const x = rand(M! * d!);
+        const z = rand(M! * d!);
+        const w = uniform(d!, 0.5, 1.5);
+        const oc = native.empty([M!, d!]);
+        const og = native.empty([M!, d!], 'bf16', 'cuda');
+        cpu.gatedRmsnorm(on('cpu', x, [M!, d!]), strided('cpu', z, M!, d!, d! + 5, 3), on('cpu', w, [d!]), oc, G!, 1e-5);
+        gpu.gatedRmsnorm(on('cuda', x, [M!, d!], 'bf16'), strided('cuda', z, M!, d!, d! + 5, 3, 'bf16'), on('cuda', w, [d!]), og, G!, 1e-5);
+        const xg = on('cuda', x, [M!, d!], 'bf16');
+        gpu.gatedRmsnorm(xg, on('cuda', z, [M!, d!], 'bf16'), on('cuda', w, [d!]), xg, G!, 1e-5);
+        run();
+        expect(bf16Error(read(og), read(oc))).toBeLessThan(1);
+        expect(read(xg)).toEqual(read(og));
+      });
+    }
+  });
+
+  describe('linear', () => {
+    const shapes = [
+      [1, 1, 1], [1, 768, 50], [2, 33, 17], [3, 17, 33], [7, 64, 129], [16, 64, 40], [17, 64, 40], [64, 96, 40], [130, 200, 70], [33, 256, 264],
+    ];
+    for (const [M, K, N] of shapes) {
+      it(`M=${M} K=${K} N=${N}, f32 and bf16 out`, () => {
+        const x = rand(M! * K!);
+        const W = rand(N! * K!, 0.1);
+        const oc = native.empty([M!, N!]);
+        cpu.linear(on('cpu', x, [M!, K!]), on('cpu', W, [N!, K!], 'bf16'), oc);
+        const Wg = on('cuda', W, [N!, K!], 'bf16');
+        const of = native.empty([M!, N!], 'f32', 'cuda');
+        const ob = native.empty([M!, N!], 'bf16', 'cuda');
+        gpu.linear(on('cuda', x, [M!, K!], 'bf16'), Wg, of);
+        gpu.linear(on('cuda', x, [M!, K!], 'bf16'), Wg, ob);
+        run();
+        expect(relError(read(of), read(oc))).toBeLessThan(1e-5);
+        expect(bf16Error(read(ob), read(oc))).toBeLessThan(1);
+      });
+    }
+    for (const [M, K, N, ld, at] of [[5, 64, 24, 80, 8], [20, 64, 24, 80, 8], [5, 30, 24, 37, 3], [20, 30, 24, 37, 3]]) {
+      it(`strided x (row stride ${ld}, column ${at}) and strided out, M=${M}`, () => {
+        const x = rand(M! * K!);
+        const W = rand(N! * K!, 0.1);
+        const oc = native.empty([M!, N!]);
+        cpu.linear(on('cpu', x, [M!, K!]), on('cpu', W, [N!, K!], 'bf16'), oc);
+        const wide = native.tensor(new Float32Array(M! * (N! + 4)).fill(7), [M!, N! + 4], 'f32', 'cuda');
+        gpu.linear(strided('cuda', x, M!, K!, ld!, at!, 'bf16'), on('cuda', W, [N!, K!], 'bf16'), wide.cols(2, 2 + N!));
+        run();
+        expect(relError(read(wide.cols(2, 2 + N!)), read(oc))).toBeLessThan(1e-5);
+        const all = wide.toArray();
+        for (let r = 0; r < M!; r++) {
+          expect([all[r * (N! + 4)], all[r * (N! + 4) + 1], all[r * (N! + 4) + N! + 2], all[r * (N! + 4) + N! + 3]]).toEqual([7, 7, 7, 7]);
+        }
+      });
+    }
+    it('computes only the first `count` rows (count read when the op runs)', () => {
+      const [M, K, N] = [9, 32, 16];
+      const x = rand(M * K);
+      const W = rand(N * K, 0.1);
+      const oc = native.empty([M, N]);
+      cpu.linear(on('cpu', x, [M, K]), on('cpu', W, [N, K], 'bf16'), oc);
+      const og = native.tensor(new Float32Array(M * N).fill(-3), [M, N], 'f32', 'cuda');
+      const count = native.tensor(Int32Array.from([0]), [1], 'i32', 'cuda');
+      // Recorded while count is 0, run after it became 5: the op must read 5.
+      gpu.stream.beginCapture();
+      gpu.linear(on('cuda', x, [M, K], 'bf16'), on('cuda', W, [N, K], 'bf16'), og, count);
+      const graph = gpu.stream.endCapture();
+      count.write(Int32Array.from([5]));
+      gpu.stream.launch(graph);
+      run();
+      graph.dispose();
+      const got = og.toArray();
+      const want = oc.toArray();
+      expect(relError(got.subarray(0, 5 * N), want.subarray(0, 5 * N))).toBeLessThan(1e-5);
+      expect(Array.from(got.subarray(5 * N))).toEqual(new Array((M - 5) * N).fill(-3));
+    });
+  });
+
+  describe('conv1d', () => {
+    const cases = [[1, 1, 5, 4], [1, 3, 20, 4], [3, 5, 72, 4], [2, 37, 20, 2], [1, 64, 136, 4], [2, 9, 17, 5], [1, 40, 8, 8]];
+    for (const [B, L, C, K] of cases) {
+      for (const withState of [false, true]) {
+        it(`conv1d_silu B=${B} L=${L} C=${C} K=${K} ${withState ? 'carried state' : 'zero state'}`, () => {
+          const x = rand(B! * L! * C!);
+          const w = rand(C! * K!);
+          const bias = rand(C!);
+          const st = rand(B! * C! * (K! - 1));
+          const sc = on('cpu', st, [B!, C!, K! - 1]);
+          const sg = on('cuda', st, [B!, C!, K! - 1]);
+          const oc = native.empty([B! * L!, C!]);
+          const og = native.empty([B! * L!, C!], 'bf16', 'cuda');
+          cpu.conv1dSilu(strided('cpu', x, B! * L!, C!, C! + 6, 2), on('cpu', w, [C!, K!]), on('cpu', bias, [C!]), oc, B!, withState ? sc : undefined);
+          gpu.conv1dSilu(strided('cuda', x, B! * L!, C!, C! + 6, 2, 'bf16'), on('cuda', w, [C!, K!]), on('cuda', bias, [C!]), og, B!, withState ? sg : undefined);
+          run();
+          expect(bf16Error(read(og), read(oc))).toBeLessThan(1);
+          if (withState) expect(read(sg)).toEqual(read(sc));
+        });
+      }
+    }
+    it('per-sequence state lists (prefill, then decode by pointer table) == batched states == CPU', () => {
+      const [B, L, C, K] = [3, 6, 24, 4];
+      const w = rand(C * K);
+      const bias = rand(C);
+      const st = rand(B * C * (K - 1));
+      const per = C * (K - 1);
+      const lists = { cpu: [] as NativeTensor[], cuda: [] as NativeTensor[] };
+      const batched = { cpu: on('cpu', st, [B, C, K - 1]), cuda: on('cuda', st, [B, C, K - 1]) };
+      for (let b = 0; b < B; b++) {
+        lists.cpu.push(on('cpu', st.subarray(b * per, (b + 1) * per), [C, K - 1]));
+        lists.cuda.push(on('cuda', st.subarray(b * per, (b + 1) * per), [C, K - 1]));
+      }
+      const outs: Record<string, Float64Array[]> = { cpu: [], list: [], batched: [] };
+      for (const step of [0, 1, 2]) {
+        const rows = step === 0 ? B * L : B;
+        const x = rand(rows * C);
+        const oc = native.empty([rows, C]);
+        const ol = native.empty([rows, C], 'bf16', 'cuda');
+        const ob = native.empty([rows, C], 'bf16', 'cuda');
+        if (step === 0) {
+          cpu.conv1dSilu(on('cpu', x, [rows, C]), on('cpu', w, [C, K]), on('cpu', bias, [C]), oc, B, lists.cpu);
+          gpu.conv1dSilu(on('cuda', x, [rows, C], 'bf16'), on('cuda', w, [C, K]), on('cuda', bias, [C]), ol, B, lists.cuda);
+          gpu.conv1dSilu(on('cuda', x, [rows, C], 'bf16'), on('cuda', w, [C, K]), on('cuda', bias, [C]), ob, B, batched.cuda);
+        } else {
+          cpu.conv1dUpdate(on('cpu', x, [rows, C]), on('cpu', w, [C, K]), on('cpu', bias, [C]), oc, lists.cpu);
+          gpu.conv1dUpdate(strided('cuda', x, rows, C, C + 8, 8, 'bf16'), on('cuda', w, [C, K]), on('cuda', bias, [C]), ol, lists.cuda);
+          gpu.conv1dUpdate(on('cuda', x, [rows, C], 'bf16'), on('cuda', w, [C, K]), on('cuda', bias, [C]), ob, batched.cuda);
+        }
+        run();
+        outs.cpu!.push(read(oc));
+        outs.list!.push(read(ol));
+        outs.batched!.push(read(ob));
+      }
+      for (let s = 0; s < 3; s++) {
+        expect(outs.list![s]).toEqual(outs.batched![s]);
+        expect(bf16Error(outs.list![s]!, outs.cpu![s]!)).toBeLessThan(1);
+      }
+      expect(concat(lists.cuda)).toEqual(read(batched.cuda));
+      expect(concat(lists.cuda)).toEqual(concat(lists.cpu));
+    });
+  });
+
+  describe('ssd', () => {
+    interface Case { B: number; L: number; H: number; P: number; G: number; N: number; chunk: number }
+    function inputs(c: Case) {
+      const rows = c.B * c.L;
+      return {
+        x: rand(rows * c.H * c.P),
+        dt: rand(rows * c.H, 0.5),
+        dtBias: uniform(c.H, -1, 0.5),
+        A_log: Float32Array.from(uniform(c.H, 1, 16), Math.log),
+        Bm: rand(rows * c.G * c.N),
+        Cm: rand(rows * c.G * c.N),
+        D: rand(c.H),
+        state: rand(c.B * c.H * c.P * c.N, 0.3),
+      };
+    }
+    type Inputs = ReturnType<typeof inputs>;
+    /** x | B | C packed in one matrix and dt in a strided view, as the model lays them out. */
+    function enqueue(device: DeviceName, c: Case, i: Inputs, step: boolean, state: NativeTensor | NativeTensor[] | undefined) {
+      const ops = device === 'cuda' ? gpu : cpu;
+      const act: DTypeName = device === 'cuda' ? 'bf16' : 'f32';
+      const rows = c.B * c.L;
+      const [xw, gw] = [c.H * c.P, c.G * c.N];
+      const width = xw + 2 * gw;
+      const packed = new Float32Array(rows * width);
+      for (let r = 0; r < rows; r++) {
+        packed.set(i.x.subarray(r * xw, (r + 1) * xw), r * width);
+        packed.set(i.Bm.subarray(r * gw, (r + 1) * gw), r * width + xw);
+        packed.set(i.Cm.subarray(r * gw, (r + 1) * gw), r * width + xw + gw);
+      }
+      const xbc = on(device, packed, [rows, width], act);
+      const y = native.empty([rows, xw], act, device);
+      const args = {
+        x: xbc.cols(0, xw),
+        B: xbc.cols(xw, xw + gw),
+        C: xbc.cols(xw + gw, width),
+        dt: strided(device, i.dt, rows, c.H, c.H + 3, 1, act),
+        dt_bias: on(device, i.dtBias, [c.H]),
+        A_log: on(device, i.A_log, [c.H]),
+        D: on(device, i.D, [c.H]),
+      };
+      if (step) ops.ssdStep(args, y, c.G, state!);
+      else ops.ssdScan(args, y, { batch: c.B, groups: c.G, chunk: c.chunk }, state);
+      return y;
+    }
+    // The final states are fp32 on both backends (only the summation order differs); y is bf16.
+    const STATE_TOL = 1e-3;
+
+    const cases: Case[] = [
+      { B: 1, L: 1, H: 2, P: 4, G: 1, N: 8, chunk: 256 },
+      { B: 1, L: 3, H: 4, P: 8, G: 2, N: 16, chunk: 256 },
+      { B: 3, L: 40, H: 4, P: 8, G: 2, N: 16, chunk: 16 },
+      { B: 2, L: 257, H: 4, P: 8, G: 2, N: 16, chunk: 256 },
+      { B: 1, L: 300, H: 2, P: 16, G: 1, N: 32, chunk: 64 },
+      { B: 3, L: 50, H: 6, P: 8, G: 3, N: 8, chunk: 7 },
+      { B: 1, L: 70, H: 2, P: 64, G: 1, N: 128, chunk: 32 },
+    ];
+    for (const c of cases) {
+      for (const mode of ['zero state', 'carried state', 'state list'] as const) {
+        it(`scan B=${c.B} L=${c.L} H=${c.H} P=${c.P} G=${c.G} N=${c.N} chunk=${c.chunk}, ${mode}`, () => {
+          const i = inputs(c);
+          const per = c.H * c.P * c.N;
+          const shape = [c.B, c.H, c.P, c.N];
+          const sc = on('cpu', i.state, shape);
+          let sg: NativeTensor | NativeTensor[] | undefined;
+          if (mode === 'carried state') sg = on('cuda', i.state, shape);
+          if (mode === 'state list') sg = Array.from({ length: c.B }, (_, b) => on('cuda', i.state.subarray(b * per, (b + 1) * per), [c.H, c.P, c.N]));
+          const yc = enqueue('cpu', c, i, false, mode === 'zero state' ? undefined : sc);
+          const yg = enqueue('cuda', c, i, false, sg);
+          run();
+          expect(bf16Error(read(yg), read(yc), 1e-3)).toBeLessThan(1);
+          if (sg) expect(relError(Array.isArray(sg) ? concat(sg) : read(sg), read(sc))).toBeLessThan(STATE_TOL);
+        });
+      }
+    }
+    for (const list of [false, true]) {
+      it(`step, batch 3, ${list ? 'per-sequence states (pointer table)' : 'one batched state'}`, () => {
+        const c = { B: 3, L: 1, H: 4, P: 8, G: 2, N: 16, chunk: 256 };
+        const per = c.H * c.P * c.N;
+        const i = inputs(c);
+        const sc = on('cpu', i.state, [c.B, c.H, c.P, c.N]);
+        const sg = list
+          ? Array.from({ length: c.B }, (_, b) => on('cuda', i.state.subarray(b * per, (b + 1) * per), [c.H, c.P, c.N]))
+          : on('cuda', i.state, [c.B, c.H, c.P, c.N]);
+        for (let s = 0; s < 3; s++) {
+          const j = s === 0 ? i : { ...inputs(c), state: i.state };
+          const yc = enqueue('cpu', c, j, true, sc);
+          const yg = enqueue('cuda', c, j, true, sg);
+          run();
+          expect(bf16Error(read(yg), read(yc), 1e-3)).toBeLessThan(1);
+        }
+        expect(relError(Array.isArray(sg) ? concat(sg) : read(sg), read(sc))).toBeLessThan(1e-5);
+      });
+    }
+  });
+
+  describe('elementwise', () => {
+    it('silu (bf16), in place too', () => {
+      const n = 1000;
+      const x = rand(n, 3);
+      const oc = native.empty([n]);
+      const og = native.empty([n], 'bf16', 'cuda');
+      const xg = on('cuda', x, [n], 'bf16');
+      cpu.silu(on('cpu', x, [n]), oc);
+      gpu.silu(xg, og);
+      run();
+      gpu.silu(xg, xg);
+      gpu.syncBlocking();
+      expect(bf16Error(read(og), read(oc))).toBeLessThan(1);
+      expect(read(xg)).toEqual(read(og));
+    });
+    for (const dt of ['f32', 'bf16', 'f16', 'i32'] as const) {
+      it(`copy ${dt}, contiguous and between strided views`, () => {
+        const [R, Cc] = [6, 10];
+        const vals = dt === 'i32' ? Int32Array.from({ length: R * Cc }, (_, k) => k * 3 - 7) : rand(R * Cc);
+        const src = native.tensor(vals, [R, Cc], dt, 'cuda');
+        const dst = native.empty([R, Cc], dt, 'cuda');
+        gpu.copy(src, dst);
+        const wideSrc = native.empty([R, Cc + 4], dt, 'cuda');
+        const wideDst = native.empty([R, Cc + 6], dt, 'cuda');
+        gpu.copy(src, wideSrc.cols(4, 4 + Cc));
+        gpu.syncBlocking();
+        gpu.copy(wideSrc.cols(4, 4 + Cc), wideDst.cols(1, 1 + Cc));
+        gpu.syncBlocking();
+        expect(Array.from(dst.toArray())).toEqual(Array.from(src.toArray()));
+        expect(Array.from(wideDst.cols(1, 1 + Cc).toArray())).toEqual(Array.from(src.toArray()));
+        expect(Array.from(wideDst.cols(0, 1).toArray())).toEqual(new Array(R).fill(0));
+      });
+    }
+  });
+
+  describe('dtype and shape errors name the CUDA rule', () => {
+    it('refuses what the kernels do not take', () => {
+      const xb = native.empty([4, 8], 'bf16', 'cuda');
+      const xf = native.empty([4, 8], 'f32', 'cuda');
+      const wf = native.empty([8, 8], 'f32', 'cuda');
+      const wb = native.empty([8, 8], 'bf16', 'cuda');
+      const v8 = native.empty([8], 'f32', 'cuda');
+      expect(() => gpu.linear(xb, wf, native.empty([4, 8], 'f32', 'cuda'))).toThrow(/tensor 'weight' must be bf16.*weightDtype/);
+      expect(() => gpu.linear(xb, native.empty([8, 8], 'f16', 'cuda'), xf)).toThrow(/must be bf16/);
+      expect(() => gpu.linear(xf, wb, native.empty([4, 8], 'f32', 'cuda'))).toThrow(/tensor 'x' must be bf16, got f32 \(activations between ops are bf16/);
+      expect(() => gpu.rmsnorm(native.empty([4, 8], 'f32', 'cuda'), xf, v8, xb, 1e-5)).toThrow(/tensor 'delta' must be bf16/);
+      expect(() => gpu.rmsnorm(native.empty([4, 8], 'f32', 'cuda'), xb, v8, native.empty([4, 8], 'f32', 'cuda'), 1e-5)).toThrow(/needs no 'delta'/);
+      expect(() => gpu.rmsnorm(xb, null, v8, native.empty([4, 8], 'bf16', 'cuda'), 1e-5)).toThrow(/tensor 'residual' must be f32/);
+      expect(() => gpu.gatedRmsnorm(xf, xb, v8, xb, 1, 1e-5)).toThrow(/tensor 'x' must be bf16/);
+      expect(() => gpu.embedding(native.empty([4], 'i32', 'cuda'), wb, native.empty([4, 8], 'bf16', 'cuda'))).toThrow(/tensor 'out' must be f32/);
+      const w9 = native.empty([8, 9], 'f32', 'cuda');
+      expect(() => gpu.conv1dSilu(xb, w9, v8, native.empty([4, 8], 'bf16', 'cuda'), 1)).toThrow(/outside \[2, 8\]/);
+      expect(() => gpu.conv1dSilu(xf, native.empty([8, 4], 'f32', 'cuda'), v8, xb, 1)).toThrow(/tensor 'x' must be bf16/);
+      const ssd = {
+        x: native.empty([4, 8], 'bf16', 'cuda'),
+        B: native.empty([4, 4], 'bf16', 'cuda'),
+        C: native.empty([4, 4], 'bf16', 'cuda'),
+        dt: native.empty([4, 2], 'bf16', 'cuda'),
+        dt_bias: native.empty([2], 'f32', 'cuda'),
+        A_log: native.empty([2], 'f32', 'cuda'),
+        D: native.empty([2], 'f32', 'cuda'),
+      };
+      expect(() => gpu.ssdScan(ssd, native.empty([4, 8], 'bf16', 'cuda'), { batch: 1, groups: 1, chunk: 2000 })).toThrow(/at most 1024/);
+      expect(() => gpu.ssdScan({ ...ssd, D: native.empty([2], 'bf16', 'cuda') }, native.empty([4, 8], 'bf16', 'cuda'), { batch: 1, groups: 1, chunk: 4 })).toThrow(/tensor 'D' must be f32/);
+      expect(() => gpu.ssdStep(ssd, native.empty([4, 8], 'bf16', 'cuda'), 1, native.empty([4, 2, 4, 4], 'bf16', 'cuda'))).toThrow(/tensor 'state' must be f32/);
+      expect(() => gpu.add(xf, xf, native.empty([4, 8], 'f32', 'cuda'))).toThrow(/not implemented on the CUDA backend/);
+      expect(() => gpu.swiglu(native.empty([4, 16], 'bf16', 'cuda'), xb)).toThrow(/not implemented on the CUDA backend/);
+      expect(() => gpu.silu(xf, native.empty([4, 8], 'f32', 'cuda'))).toThrow(/must be bf16/);
+    });
+  });
+});
+
+describe.skipIf(!hasCuda)('Mamba2Model on CUDA (bf16 activations) vs the CPU (fp32)', () => {
+  // Written with bf16 weights, so both backends run exactly the same weights and the comparison
+  // measures what MODEL.md section 10 allows for: bf16 activations between ops on CUDA.
+  //
+  // Tolerance. Section 10 asks for agreement "within 2e-2 of the logits' standard deviation";
+  // that holds for the RMS of the difference over the vocabulary, which is how it is checked
+  // here. It cannot hold for the largest difference: on this model a float64 forward that only
+  // rounds to bf16 where the CUDA path does (the op outputs) is already up to ~5e-2 std away from
+  // the exact one (RMS ~1.8e-2 std), and each rounding point alone costs 1-3e-2 std. The CUDA
+  // path on the CPU emulator matches that rounded reference to ~3e-7 std, so the gap is the bf16
+  // storage itself. The largest difference is bounded at 8e-2 std.
+  const RMS_TOL = 2e-2;
+  const MAX_TOL = 8e-2;
+  const cfg = smallMamba2Config();
+  const tmp = tempDir('taipan-cuda-model-');
+  let cpuModel: Mamba2Model;
+  let gpuModel: Mamba2Model;
+  const ids = (n: number, s: number) => Array.from({ length: n }, (_, i) => (s * 31 + i * 17 + ((i * i) % 7)) % cfg.vocab_size);
+  /** Per row of logits (padding columns dropped): RMS and max |gpu - cpu| over the std of cpu's row; the worst row. */
+  const compare = (lg: Float32Array, lc: Float32Array) => {
+    const [V, n] = [cfg.vocab_padded, cfg.vocab_size];
+    let rms = 0;
+    let max = 0;
+    for (let r = 0; r < lc.length / V; r++) {
+      const c = lc.subarray(r * V, r * V + n);
+      const g = lg.subarray(r * V, r * V + n);
+      const mean = c.reduce((a, v) => a + v, 0) / n;
+      const std = Math.sqrt(c.reduce((a, v) => a + (v - mean) ** 2, 0) / n);
+      let ss = 0;
+      let m = 0;
+      for (let i = 0; i < n; i++) {
+        ss += (g[i]! - c[i]!) ** 2;
+        m = Math.max(m, Math.abs(g[i]! - c[i]!));
+      }
+      rms = Math.max(rms, Math.sqrt(ss / n) / std);
+      max = Math.max(max, Number.isNaN(m) ? Infinity : m / std);
+    }
+    return { rms, max };
+  };
+  const expectClose = (lg: Float32Array, lc: Float32Array) => {
+    const { rms, max } = compare(lg, lc);
+    expect(rms).toBeLessThan(RMS_TOL);
+    expect(max).toBeLessThan(MAX_TOL);
+  };
+
+  beforeAll(async () => {
+    await writeModel(cfg, tmp.dir, 11, 'bf16');
+    cpuModel = await Mamba2Model.load(tmp.dir, { backend: 'cpu', prefillChunk: 16 });
+    gpuModel = await Mamba2Model.load(tmp.dir, { backend: 'cuda', prefillChunk: 16 });
+  });
+  afterAll(() => {
+    cpuModel?.dispose();
+    gpuModel?.dispose();
+    tmp.cleanup();
+  });
+
+  it('loads its weights as bf16 on the device and refuses f32 matrices', async () => {
+    expect(gpuModel.device).toBe('cuda');
+    await expect(Mamba2Model.load(tmp.dir, { backend: 'cuda', weightDtype: 'f32' })).rejects.toThrow(/weightDtype 'f32' is not supported on the CUDA backend/);
+  });
+
+  it('prefill logits at every position agree (prompt over several SSD and prefill chunks)', async () => {
+    const seq = ids(40, 1);
+    const c = await cpuModel.prefill(seq, { logits: 'all' });
+    const g = await gpuModel.prefill(seq, { logits: 'all' });
+    expectClose(g.logits, c.logits);
+    for (const s of [...c.states, ...g.states]) s.dispose();
+  });
+
+  it('gives the same greedy tokens over 32 decode steps wherever the top two logits differ by more than 2e-2 std', async () => {
+    const sc = cpuModel.createState();
+    const sg = gpuModel.createState();
+    let lc = (await cpuModel.prefill(ids(9, 2), { states: [sc] })).logits;
+    let lg = (await gpuModel.prefill(ids(9, 2), { states: [sg] })).logits;
+    let compared = 0;
+    for (let step = 0; step < 32; step++) {
+      expectClose(lg, lc);
+      const row = lc.subarray(0, cfg.vocab_size);
+      const mean = row.reduce((a, v) => a + v, 0) / row.length;
+      const std = Math.sqrt(row.reduce((a, v) => a + (v - mean) ** 2, 0) / row.length);
+      const next = argmax(lc, cfg.vocab_size);
+      const sorted = Float32Array.from(row).sort();
+      if (sorted[sorted.length - 1]! - sorted[sorted.length - 2]! > RMS_TOL * std) {
+        expect(argmax(lg, cfg.vocab_size)).toBe(next);
+        compared++;
+      }
+      // Both continue from the CPU's token, so one near-tie cannot make the runs diverge.
+      lc = await cpuModel.step([next], [sc]);
+      lg = await gpuModel.step([next], [sg]);
+    }
+    expect(compared).toBeGreaterThan(16);
+    sc.dispose();
+    sg.dispose();
+  });
+
+  it('decodes a batch of sequences with their own states, and a warm decode loop calls no cudaMalloc', async () => {
+    const prompts = [ids(5, 3), ids(5, 4), ids(5, 5)];
+    const c = await cpuModel.prefill(prompts);
+    const g = await gpuModel.prefill(prompts);
+    expectClose(g.logits, c.logits);
+    let tokens = [1, 2, 3];
+    let mallocs = 0;
+    for (let step = 0; step < 10; step++) {
+      if (step === 3) mallocs = cudaMemory().deviceMallocs;
+      const lc = await cpuModel.step(tokens, c.states);
+      const lg = await gpuModel.step(tokens, g.states);
+      expectClose(lg, lc);
+      const V = cfg.vocab_padded;
+      tokens = [0, 1, 2].map((b) => argmax(lc.subarray(b * V, (b + 1) * V), cfg.vocab_size));
+    }
+    expect(cudaMemory().deviceMallocs).toBe(mallocs);
+    for (const s of [...c.states, ...g.states]) s.dispose();
+  });
+});
