@@ -7,18 +7,18 @@
 //   - taipan.node: build/Release/taipan.node, which must have been built with CUDA here;
 //   - node.xz: this machine's node binary, xz-compressed (the device image is not known to
 //     have node; python3's lzma module unpacks it there).
-// About 35-45 MiB in all (the limit for a call is 64 MiB). Usage:
+// About 26 MiB in all (the limit for a call is 64 MiB). Usage:
 //   flock /tmp/taipan-build.lock node scripts/build-addon.mjs     # with CUDA
 //   node cuda/device/pack.mjs [outdir]
 // then the printed command, with carry [".device"].
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const out = join(root, process.argv[2] ?? '.device');
+const out = resolve(root, process.argv[2] ?? '.device');
 const require = createRequire(join(root, 'package.json'));
 mkdirSync(out, { recursive: true });
 
