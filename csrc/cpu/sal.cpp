@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "online_softmax.h"
 #include "vec_math.h"
 
 namespace taipan::cpu {
@@ -91,127 +92,6 @@ __attribute__((target("avx2,fma"))) void gate_row_avx2(int64_t d, float* r, cons
 
 constexpr int64_t kTileQueries = 8;
 constexpr int64_t kKeyBlock = 64;
-
-// Running softmax state of one (query, head): the max score so far and the sum of exp(score -
-// max); the unnormalised context it scales is kept beside it, in `acc`.
-struct Running {
-  float m = -std::numeric_limits<float>::infinity();
-  float l = 0;
-};
-
-// Portable: one block of n keys for one head; q is already scaled by 1/sqrt(hd).
-void attend_block(int64_t n, const float* const* kp, const float* const* vp, int64_t off, const float* q,
-                  int64_t hd, float* s, Running& st, float* acc) {
-  float bm = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < n; i++) {
-    const float* kr = kp[i] + off;
-    float dot = 0;
-    for (int64_t c = 0; c < hd; c++) dot += q[c] * kr[c];
-    s[i] = dot;
-    bm = std::max(bm, dot);
-  }
-  if (bm > st.m) {
-    float corr = std::exp(st.m - bm);  // 0 on the first block (m = -inf)
-    st.l *= corr;
-    for (int64_t c = 0; c < hd; c++) acc[c] *= corr;
-    st.m = bm;
-  }
-  for (int64_t i = 0; i < n; i++) {
-    float p = std::exp(s[i] - st.m);
-    st.l += p;
-    const float* vr = vp[i] + off;
-    for (int64_t c = 0; c < hd; c++) acc[c] += p * vr[c];
-  }
-}
-
-__attribute__((target("avx2,fma"))) void attend_block_avx2(int64_t n, const float* const* kp, const float* const* vp,
-                                                           int64_t off, const float* q, int64_t hd, float* s,
-                                                           Running& st, float* acc) {
-  // Scores, four keys at a time: four independent FMA chains hide the FMA latency.
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const float *k0 = kp[i] + off, *k1 = kp[i + 1] + off, *k2 = kp[i + 2] + off, *k3 = kp[i + 3] + off;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int64_t c = 0;
-    for (; c + 8 <= hd; c += 8) {
-      __m256 qv = _mm256_loadu_ps(q + c);
-      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + c), a0);
-      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + c), a1);
-      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + c), a2);
-      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + c), a3);
-    }
-    float d0 = hsum256(a0), d1 = hsum256(a1), d2 = hsum256(a2), d3 = hsum256(a3);
-    for (; c < hd; c++) {
-      d0 += q[c] * k0[c];
-      d1 += q[c] * k1[c];
-      d2 += q[c] * k2[c];
-      d3 += q[c] * k3[c];
-    }
-    s[i] = d0, s[i + 1] = d1, s[i + 2] = d2, s[i + 3] = d3;
-  }
-  for (; i < n; i++) {
-    const float* kr = kp[i] + off;
-    __m256 a = _mm256_setzero_ps();
-    int64_t c = 0;
-    for (; c + 8 <= hd; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(kr + c), a);
-    float dot = hsum256(a);
-    for (; c < hd; c++) dot += q[c] * kr[c];
-    s[i] = dot;
-  }
-  float bm = -std::numeric_limits<float>::infinity();
-  for (i = 0; i < n; i++) bm = std::max(bm, s[i]);
-  if (bm > st.m) {
-    float corr = std::exp(st.m - bm);
-    st.l *= corr;
-    __m256 vc = _mm256_set1_ps(corr);
-    int64_t c = 0;
-    for (; c + 8 <= hd; c += 8) _mm256_storeu_ps(acc + c, _mm256_mul_ps(_mm256_loadu_ps(acc + c), vc));
-    for (; c < hd; c++) acc[c] *= corr;
-    st.m = bm;
-  }
-  // Probabilities of the whole block in one vectorised sweep.
-  __m256 vm = _mm256_set1_ps(st.m), vsum = _mm256_setzero_ps();
-  float tsum = 0;
-  for (i = 0; i + 8 <= n; i += 8) {
-    __m256 p = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
-    _mm256_storeu_ps(s + i, p);
-    vsum = _mm256_add_ps(vsum, p);
-  }
-  for (; i < n; i++) {
-    s[i] = std::exp(s[i] - st.m);
-    tsum += s[i];
-  }
-  st.l += hsum256(vsum) + tsum;
-  // acc += sum_i p_i v_i: 32 columns at a time with the keys inside, so four accumulators
-  // stay in registers for the whole block.
-  int64_t c = 0;
-  for (; c + 32 <= hd; c += 32) {
-    __m256 a0 = _mm256_loadu_ps(acc + c), a1 = _mm256_loadu_ps(acc + c + 8);
-    __m256 a2 = _mm256_loadu_ps(acc + c + 16), a3 = _mm256_loadu_ps(acc + c + 24);
-    for (i = 0; i < n; i++) {
-      const float* vr = vp[i] + off + c;
-      __m256 p = _mm256_set1_ps(s[i]);
-      a0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr), a0);
-      a1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8), a1);
-      a2 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 16), a2);
-      a3 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 24), a3);
-    }
-    _mm256_storeu_ps(acc + c, a0);
-    _mm256_storeu_ps(acc + c + 8, a1);
-    _mm256_storeu_ps(acc + c + 16, a2);
-    _mm256_storeu_ps(acc + c + 24, a3);
-  }
-  for (; c + 8 <= hd; c += 8) {
-    __m256 a = _mm256_loadu_ps(acc + c);
-    for (i = 0; i < n; i++) a = _mm256_fmadd_ps(_mm256_set1_ps(s[i]), _mm256_loadu_ps(vp[i] + off + c), a);
-    _mm256_storeu_ps(acc + c, a);
-  }
-  for (; c < hd; c++) {
-    float a = acc[c];
-    for (i = 0; i < n; i++) a += s[i] * vp[i][off + c];
-    acc[c] = a;
-  }
-}
 
 // The usable keys of sequence b at positions lo <= j <= hi (lo >= 0): from the ring buffer
 // for j < start[b] (when the slot still holds j) and from the chunk otherwise (when kv = "all"
@@ -330,7 +210,7 @@ void sal_attention(ThreadPool& pool, const SalAttnArgs& a) {
     std::vector<const float*> kp(2 * a.W), vp(2 * a.W);
     std::vector<int64_t> kpos(2 * a.W), lo(kTileQueries), hi(kTileQueries);
     std::vector<float> qs(kTileQueries * HD), acc(kTileQueries * HD), s(kKeyBlock);
-    std::vector<Running> st(kTileQueries * a.H);
+    std::vector<OnlineSoftmax> st(kTileQueries * a.H);
     int64_t listed = -1, nk = 0;
     for (int64_t it = ib; it < ie; it++) {
       // Tiles near the end of a chunk see more keys than those near its start (causal
@@ -352,7 +232,7 @@ void sal_attention(ThreadPool& pool, const SalAttnArgs& a) {
       }
       int64_t h0 = g * per, h1 = std::min(a.H, h0 + per);
       for (int64_t i = 0; i < tile.n; i++) {
-        for (int64_t h = h0; h < h1; h++) st[i * a.H + h] = Running();
+        for (int64_t h = h0; h < h1; h++) st[i * a.H + h] = OnlineSoftmax();
         std::fill(acc.begin() + i * HD + h0 * a.hd, acc.begin() + i * HD + h1 * a.hd, 0.0f);
       }
       for (int64_t j0 = lo[0]; j0 < nk; j0 += kKeyBlock) {
@@ -363,8 +243,8 @@ void sal_attention(ThreadPool& pool, const SalAttnArgs& a) {
             if (jb >= je) continue;
             float* qi = qs.data() + i * HD + off;
             float* ai = acc.data() + i * HD + off;
-            if (vec) attend_block_avx2(je - jb, kp.data() + jb, vp.data() + jb, off, qi, a.hd, s.data(), st[i * a.H + h], ai);
-            else attend_block(je - jb, kp.data() + jb, vp.data() + jb, off, qi, a.hd, s.data(), st[i * a.H + h], ai);
+            if (vec) attend_block_avx2(je - jb, ListedRows{kp.data() + jb, off}, ListedRows{vp.data() + jb, off}, qi, a.hd, s.data(), st[i * a.H + h], ai);
+            else attend_block(je - jb, ListedRows{kp.data() + jb, off}, ListedRows{vp.data() + jb, off}, qi, a.hd, s.data(), st[i * a.H + h], ai);
           }
         }
       }
@@ -373,7 +253,7 @@ void sal_attention(ThreadPool& pool, const SalAttnArgs& a) {
         for (int64_t h = h0; h < h1; h++) {
           // No usable key (only when a caller passes an unselected query under kv = "selected"):
           // an all-zero context rather than 0/0.
-          const Running& r = st[i * a.H + h];
+          const OnlineSoftmax& r = st[i * a.H + h];
           float inv = r.l > 0 ? 1.0f / r.l : 0.0f;
           for (int64_t c = h * a.hd; c < (h + 1) * a.hd; c++) o[c] = acc[i * HD + c] * inv;
         }
