@@ -7,6 +7,45 @@
 namespace taipan {
 namespace {
 
+// The shape checks both backends share. x [B*L, H*P], B and C [B*L, G*N], dt [B*L, H] (all may
+// be column views of one matrix) in the activation dtype `act`; dt_bias, A_log, D fp32 [H];
+// out [B*L, H*P] contiguous in `act`; state [B, H, P, N] or a list of B [H, P, N], fp32.
+// Params: batch (B), groups (G), chunk (default 256).
+struct SsdShape {
+  int64_t B, L, H, P, G, N, chunk;
+  const Tensor *x, *Bm, *Cm, *dt, *y;
+  StateArg state;
+};
+
+SsdShape check_ssd_shape(const OpArgs& a, bool step, DType act) {
+  SsdShape d;
+  d.dt = &a.expect("dt", {act}, {-1, -1});
+  int64_t rows = d.dt->shape[0];
+  d.H = d.dt->shape[1];
+  d.B = a.integer("batch", step ? rows : 1);
+  if (d.B < 1 || rows % d.B != 0) a.fail("'batch' (" + std::to_string(d.B) + ") must divide the " + std::to_string(rows) + " rows");
+  d.L = rows / d.B;
+  if (step && d.L != 1) a.fail("ssd_step takes one token per sequence; got " + std::to_string(d.L));
+  d.x = &a.expect("x", {act}, {rows, -1});
+  if (d.H < 1 || d.x->shape[1] % d.H != 0) a.fail("x has " + std::to_string(d.x->shape[1]) + " columns, not a multiple of the " + std::to_string(d.H) + " heads of dt");
+  d.P = d.x->shape[1] / d.H;
+  d.G = a.integer("groups", 1);
+  if (d.G < 1 || d.H % d.G != 0) a.fail("'groups' (" + std::to_string(d.G) + ") must divide the " + std::to_string(d.H) + " heads");
+  d.Bm = &a.expect("B", {act}, {rows, -1});
+  if (d.Bm->shape[1] % d.G != 0) a.fail("B has " + std::to_string(d.Bm->shape[1]) + " columns, not a multiple of groups");
+  d.N = d.Bm->shape[1] / d.G;
+  d.Cm = &a.expect("C", {act}, {rows, d.G * d.N});
+  d.chunk = a.integer("chunk", 256);
+  if (d.chunk < 1) a.fail("'chunk' must be positive");
+  for (const char* n : {"dt_bias", "A_log", "D"}) a.expect(n, {DType::F32}, {d.H});
+  d.y = &a.expect("out", {act}, {rows, d.H * d.P});
+  a.expect_contiguous("out");
+  for (const char* n : {"x", "B", "C", "dt"}) a.expect_no_overlap("out", n);
+  d.state = resolve_state(a, "state", d.B, {d.H, d.P, d.N});
+  if (step && !d.state.present) a.fail("ssd_step needs a 'state'");
+  return d;
+}
+
 // ---- CUDA -----------------------------------------------------------------------------------
 // x, B, C, dt bf16 (rows may be strided: column views of the conv output and of in_proj's
 // output), dt_bias, A_log, D fp32 [H], out bf16 [B*L, H*P] contiguous, state fp32 as on the
@@ -26,38 +65,19 @@ SsdCuda check_ssd_cuda(const OpArgs& a, bool step) {
   for (const char* n : {"x", "B", "C", "dt", "out"}) cuda_ops::dtype(a, n, {DType::BF16}, cuda_ops::kActivation);
   for (const char* n : {"dt_bias", "A_log", "D"}) cuda_ops::dtype(a, n, {DType::F32}, cuda_ops::kSmallWeight);
   cuda_ops::dtype(a, "state", {DType::F32}, cuda_ops::kState);
+  SsdShape sh = check_ssd_shape(a, step, DType::BF16);
+  a.expect_no_overlap("out", "state");
   SsdCuda s;
   cuda::SsdDims& d = s.dims;
-  const Tensor& dt = a.expect("dt", {DType::BF16}, {-1, -1});
-  int64_t rows = dt.shape[0];
-  d.H = dt.shape[1];
-  d.B = a.integer("batch", step ? rows : 1);
-  if (d.B < 1 || rows % d.B != 0) a.fail("'batch' (" + std::to_string(d.B) + ") must divide the " + std::to_string(rows) + " rows");
-  d.L = rows / d.B;
-  if (step && d.L != 1) a.fail("ssd_step takes one token per sequence; got " + std::to_string(d.L));
-  const Tensor& x = a.expect("x", {DType::BF16}, {rows, -1});
-  if (d.H < 1 || x.shape[1] % d.H != 0) a.fail("x has " + std::to_string(x.shape[1]) + " columns, not a multiple of the " + std::to_string(d.H) + " heads of dt");
-  d.P = x.shape[1] / d.H;
-  d.G = a.integer("groups", 1);
-  if (d.G < 1 || d.H % d.G != 0) a.fail("'groups' (" + std::to_string(d.G) + ") must divide the " + std::to_string(d.H) + " heads");
-  const Tensor& Bm = a.expect("B", {DType::BF16}, {rows, -1});
-  if (Bm.shape[1] % d.G != 0) a.fail("B has " + std::to_string(Bm.shape[1]) + " columns, not a multiple of groups");
-  d.N = Bm.shape[1] / d.G;
-  const Tensor& Cm = a.expect("C", {DType::BF16}, {rows, d.G * d.N});
-  d.chunk = a.integer("chunk", 256);
-  if (d.chunk < 1) a.fail("'chunk' must be positive");
-  if (!step && d.chunk > 1024) a.fail("'chunk' (" + std::to_string(d.chunk) + ") must be at most 1024 on the CUDA backend");
-  for (const char* n : {"dt_bias", "A_log", "D"}) a.expect(n, {DType::F32}, {d.H});
-  const Tensor& y = a.expect("out", {DType::BF16}, {rows, d.H * d.P});
-  a.expect_contiguous("out");
-  for (const char* n : {"x", "B", "C", "dt", "state"}) a.expect_no_overlap("out", n);
+  d = {sh.B, sh.L, sh.H, sh.P, sh.G, sh.N, sh.chunk};
   if (d.P < 1 || d.N < 1) a.fail("x and B need at least one column per head and group");
+  if (!step && d.chunk > 1024) a.fail("'chunk' (" + std::to_string(d.chunk) + ") must be at most 1024 on the CUDA backend");
   if (d.B > 65535 || d.H > 65535) a.fail("at most 65535 sequences and 65535 heads per call on the CUDA backend");
   if (!step && (d.L + d.chunk - 1) / d.chunk * d.H > 65535)
     a.fail("ceil(L / chunk) * heads = " + std::to_string((d.L + d.chunk - 1) / d.chunk * d.H) +
            " exceeds 65535 on the CUDA backend; run the sequence in pieces or use a longer chunk");
-  s.state = resolve_state(a, "state", d.B, {d.H, d.P, d.N});
-  if (step && !s.state.present) a.fail("ssd_step needs a 'state'");
+  s.state = sh.state;
+  const Tensor &x = *sh.x, &Bm = *sh.Bm, &Cm = *sh.Cm, &dt = *sh.dt, &y = *sh.y;
   s.x = cuda_ops::bf16(x); s.ldx = x.ld;
   s.Bm = cuda_ops::bf16(Bm); s.ldb = Bm.ld;
   s.Cm = cuda_ops::bf16(Cm); s.ldc = Cm.ld;
@@ -123,36 +143,13 @@ struct SsdArgs {
   StateArg state;
 };
 
-// x [B*L, H*P], B and C [B*L, G*N], dt [B*L, H] (all may be column views of one matrix),
-// dt_bias, A_log, D [H], out [B*L, H*P], state [B, H, P, N] or a list of B [H, P, N].
-// Params: batch (B), groups (G), chunk (default 256).
+// Shapes as check_ssd_shape says, every activation fp32.
 SsdArgs check_ssd(const OpArgs& a, bool step) {
+  SsdShape sh = check_ssd_shape(a, step, DType::F32);
   SsdArgs s;
-  cpu::SsdDims& d = s.dims;
-  const Tensor& dt = a.expect("dt", {DType::F32}, {-1, -1});
-  int64_t rows = dt.shape[0];
-  d.H = dt.shape[1];
-  d.B = a.integer("batch", step ? rows : 1);
-  if (d.B < 1 || rows % d.B != 0) a.fail("'batch' (" + std::to_string(d.B) + ") must divide the " + std::to_string(rows) + " rows");
-  d.L = rows / d.B;
-  if (step && d.L != 1) a.fail("ssd_step takes one token per sequence; got " + std::to_string(d.L));
-  const Tensor& x = a.expect("x", {DType::F32}, {rows, -1});
-  if (d.H < 1 || x.shape[1] % d.H != 0) a.fail("x has " + std::to_string(x.shape[1]) + " columns, not a multiple of the " + std::to_string(d.H) + " heads of dt");
-  d.P = x.shape[1] / d.H;
-  d.G = a.integer("groups", 1);
-  if (d.G < 1 || d.H % d.G != 0) a.fail("'groups' (" + std::to_string(d.G) + ") must divide the " + std::to_string(d.H) + " heads");
-  const Tensor& Bm = a.expect("B", {DType::F32}, {rows, -1});
-  if (Bm.shape[1] % d.G != 0) a.fail("B has " + std::to_string(Bm.shape[1]) + " columns, not a multiple of groups");
-  d.N = Bm.shape[1] / d.G;
-  const Tensor& Cm = a.expect("C", {DType::F32}, {rows, d.G * d.N});
-  d.chunk = a.integer("chunk", 256);
-  if (d.chunk < 1) a.fail("'chunk' must be positive");
-  for (const char* n : {"dt_bias", "A_log", "D"}) a.expect(n, {DType::F32}, {d.H});
-  const Tensor& y = a.expect("out", {DType::F32}, {rows, d.H * d.P});
-  a.expect_contiguous("out");
-  for (const char* n : {"x", "B", "C", "dt"}) a.expect_no_overlap("out", n);
-  s.state = resolve_state(a, "state", d.B, {d.H, d.P, d.N});
-  if (step && !s.state.present) a.fail("ssd_step needs a 'state'");
+  s.dims = {sh.B, sh.L, sh.H, sh.P, sh.G, sh.N, sh.chunk};
+  s.state = sh.state;
+  const Tensor &x = *sh.x, &Bm = *sh.Bm, &Cm = *sh.Cm, &dt = *sh.dt, &y = *sh.y;
   s.x = x.ptr<float>(); s.ldx = x.ld;
   s.Bm = Bm.ptr<float>(); s.ldb = Bm.ld;
   s.Cm = Cm.ptr<float>(); s.ldc = Cm.ld;
