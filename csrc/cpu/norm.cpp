@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels.h"
+#include "rms_row.h"
 #include "vec_math.h"
 
 namespace taipan::cpu {
@@ -11,11 +12,7 @@ namespace {
 
 // ---- portable ----
 void rmsnorm_row(int64_t d, float* r, const float* delta, const float* w, float eps, float* out) {
-  if (delta)
-    for (int64_t j = 0; j < d; j++) r[j] += delta[j];
-  double ss = 0;  // double here: the portable path is also the precise one
-  for (int64_t j = 0; j < d; j++) ss += double(r[j]) * r[j];
-  float inv = 1.0f / std::sqrt(float(ss / double(d)) + eps);
+  float inv = residual_inv_rms(d, r, delta, eps);
   for (int64_t j = 0; j < d; j++) out[j] = r[j] * inv * w[j];
 }
 
@@ -34,26 +31,10 @@ void gated_row(int64_t d, int64_t G, const float* y, const float* z, const float
 
 // ---- AVX2 ----
 __attribute__((target("avx2,fma"))) void rmsnorm_row_avx2(int64_t d, float* r, const float* delta, const float* w, float eps, float* out) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float tail = 0;
+  float inv = residual_inv_rms_avx2(d, r, delta, eps);
   int64_t j = 0;
-  for (; j + 8 <= d; j += 8) {
-    __m256 v = _mm256_loadu_ps(r + j);
-    if (delta) {
-      v = _mm256_add_ps(v, _mm256_loadu_ps(delta + j));
-      _mm256_storeu_ps(r + j, v);
-    }
-    if ((j / 8) & 1) acc1 = _mm256_fmadd_ps(v, v, acc1);
-    else acc0 = _mm256_fmadd_ps(v, v, acc0);
-  }
-  for (; j < d; j++) {
-    if (delta) r[j] += delta[j];
-    tail += r[j] * r[j];
-  }
-  float ss = hsum256(_mm256_add_ps(acc0, acc1)) + tail;
-  float inv = 1.0f / std::sqrt(ss / float(d) + eps);
   __m256 vinv = _mm256_set1_ps(inv);
-  for (j = 0; j + 8 <= d; j += 8)
+  for (; j + 8 <= d; j += 8)
     _mm256_storeu_ps(out + j, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(r + j), vinv), _mm256_loadu_ps(w + j)));
   for (; j < d; j++) out[j] = r[j] * inv * w[j];
 }

@@ -13,6 +13,7 @@
 
 #include "kernels.h"
 #include "online_softmax.h"
+#include "rms_row.h"
 #include "vec_math.h"
 
 namespace taipan::cpu {
@@ -25,11 +26,7 @@ namespace {
 // accumulates in double: it is also the precise one, as in norm.cpp.
 void gate_row(int64_t d, float* r, const float* delta, const float* norm, const float* gw, float eps,
               float* x, double* s) {
-  if (delta)
-    for (int64_t j = 0; j < d; j++) r[j] += delta[j];
-  double ss = 0;
-  for (int64_t j = 0; j < d; j++) ss += double(r[j]) * r[j];
-  float inv = 1.0f / std::sqrt(float(ss / double(d)) + eps);
+  float inv = residual_inv_rms(d, r, delta, eps);
   double s0 = 0, s1 = 0;
   for (int64_t j = 0; j < d; j++) {
     x[j] = r[j] * inv * norm[j];
@@ -42,27 +39,12 @@ void gate_row(int64_t d, float* r, const float* delta, const float* norm, const 
 
 __attribute__((target("avx2,fma"))) void gate_row_avx2(int64_t d, float* r, const float* delta, const float* norm,
                                                        const float* gw, float eps, float* x, double* s) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float tail = 0;
+  float inv = residual_inv_rms_avx2(d, r, delta, eps);
   int64_t j = 0;
-  for (; j + 8 <= d; j += 8) {
-    __m256 v = _mm256_loadu_ps(r + j);
-    if (delta) {
-      v = _mm256_add_ps(v, _mm256_loadu_ps(delta + j));
-      _mm256_storeu_ps(r + j, v);
-    }
-    if ((j / 8) & 1) acc1 = _mm256_fmadd_ps(v, v, acc1);
-    else acc0 = _mm256_fmadd_ps(v, v, acc0);
-  }
-  for (; j < d; j++) {
-    if (delta) r[j] += delta[j];
-    tail += r[j] * r[j];
-  }
-  float inv = 1.0f / std::sqrt((hsum256(_mm256_add_ps(acc0, acc1)) + tail) / float(d) + eps);
   // x and both gate dot products in the same sweep, so each row is read once more, not three times.
   __m256 vinv = _mm256_set1_ps(inv), d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
   float t0 = 0, t1 = 0;
-  for (j = 0; j + 8 <= d; j += 8) {
+  for (; j + 8 <= d; j += 8) {
     __m256 xv = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(r + j), vinv), _mm256_loadu_ps(norm + j));
     _mm256_storeu_ps(x + j, xv);
     d0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(gw + j), d0);
