@@ -62,6 +62,28 @@ export class WeightLoader {
     this.source.close();
   }
 
+  /**
+   * Load a group of tensors (one layer's weights) as a unit: if any load in `fn` throws, the
+   * tensors it already loaded are disposed before the error propagates.
+   */
+  allOrNothing<T>(fn: () => T): T {
+    const outer = this.loaded;
+    const mine: NativeTensor[] = [];
+    this.loaded = mine;
+    try {
+      return fn();
+    } catch (e) {
+      for (const t of mine) t.dispose();
+      throw e;
+    } finally {
+      this.loaded = outer;
+      outer?.push(...mine);
+    }
+  }
+
+  /** Tensors loaded inside the innermost allOrNothing(), if any. */
+  private loaded: NativeTensor[] | null = null;
+
   private load(name: string, shape: number[], target: (file: DTypeName) => DTypeName): NativeTensor {
     if (!this.source.has(name)) throw new CheckpointError(`${this.label}: missing tensor ${name}`);
     const info = this.source.info(name);
@@ -73,7 +95,9 @@ export class WeightLoader {
     }
     if (info.dtype === 'i32') throw new CheckpointError(`${this.label}: tensor ${name} is i32, expected a float dtype`);
     const loc = this.source.locate(name);
-    return addon().fromFile(loc.file, loc.offset, info.dtype, shape, target(info.dtype), this.device);
+    const t = addon().fromFile(loc.file, loc.offset, info.dtype, shape, target(info.dtype), this.device);
+    this.loaded?.push(t);
+    return t;
   }
 }
 

@@ -103,23 +103,19 @@ export class AttentionBlock implements Layer<KvCacheState> {
     const { n_heads, n_kv_heads, head_dim, d_ff } = cfg.attn;
     const hq = n_heads * head_dim;
     const hkv = n_kv_heads * head_dim;
-    const owned: NativeTensor[] = [];
-    const keep = (t: NativeTensor) => (owned.push(t), t);
-    try {
-      return new AttentionBlock(cfg, {
-        norm: keep(loader.vector(`${p}.norm.weight`, [d])),
-        qProj: keep(loader.matrix(`${p}.mixer.q_proj.weight`, [hq, d])),
-        kProj: keep(loader.matrix(`${p}.mixer.k_proj.weight`, [hkv, d])),
-        vProj: keep(loader.matrix(`${p}.mixer.v_proj.weight`, [hkv, d])),
-        oProj: keep(loader.matrix(`${p}.mixer.o_proj.weight`, [d, hq])),
-        norm2: keep(loader.vector(`${p}.norm2.weight`, [d])),
-        fc1: keep(loader.matrix(`${p}.mlp.fc1.weight`, [2 * d_ff, d])),
-        fc2: keep(loader.matrix(`${p}.mlp.fc2.weight`, [d, d_ff])),
-      });
-    } catch (e) {
-      for (const t of owned) t.dispose();
-      throw e;
-    }
+    return loader.allOrNothing(
+      () =>
+        new AttentionBlock(cfg, {
+          norm: loader.vector(`${p}.norm.weight`, [d]),
+          qProj: loader.matrix(`${p}.mixer.q_proj.weight`, [hq, d]),
+          kProj: loader.matrix(`${p}.mixer.k_proj.weight`, [hkv, d]),
+          vProj: loader.matrix(`${p}.mixer.v_proj.weight`, [hkv, d]),
+          oProj: loader.matrix(`${p}.mixer.o_proj.weight`, [d, hq]),
+          norm2: loader.vector(`${p}.norm2.weight`, [d]),
+          fc1: loader.matrix(`${p}.mlp.fc1.weight`, [2 * d_ff, d]),
+          fc2: loader.matrix(`${p}.mlp.fc2.weight`, [d, d_ff]),
+        }),
+    );
   }
 
   createState(): KvCacheState {

@@ -43,17 +43,21 @@ export class Mamba2Block implements Layer<Mamba2State> {
     const p = `backbone.layers.${index}`;
     const { d_model: d, d_inner: di, nheads: H, conv_dim: cd, d_in_proj: dip } = cfg;
     const K = cfg.ssm.d_conv;
-    return new Mamba2Block(cfg, {
-      norm: loader.vector(`${p}.norm.weight`, [d]),
-      inProj: loader.matrix(`${p}.mixer.in_proj.weight`, [dip, d]),
-      convWeight: loader.vector(`${p}.mixer.conv1d.weight`, [cd, K]),
-      convBias: loader.vector(`${p}.mixer.conv1d.bias`, [cd]),
-      dtBias: loader.vector(`${p}.mixer.dt_bias`, [H]),
-      aLog: loader.vector(`${p}.mixer.A_log`, [H]),
-      d: loader.vector(`${p}.mixer.D`, [H]),
-      gatedNorm: loader.vector(`${p}.mixer.norm.weight`, [di]),
-      outProj: loader.matrix(`${p}.mixer.out_proj.weight`, [d, di]),
-    });
+    // All or nothing: a missing or misshapen tensor frees the ones already loaded.
+    return loader.allOrNothing(
+      () =>
+        new Mamba2Block(cfg, {
+          norm: loader.vector(`${p}.norm.weight`, [d]),
+          inProj: loader.matrix(`${p}.mixer.in_proj.weight`, [dip, d]),
+          convWeight: loader.vector(`${p}.mixer.conv1d.weight`, [cd, K]),
+          convBias: loader.vector(`${p}.mixer.conv1d.bias`, [cd]),
+          dtBias: loader.vector(`${p}.mixer.dt_bias`, [H]),
+          aLog: loader.vector(`${p}.mixer.A_log`, [H]),
+          d: loader.vector(`${p}.mixer.D`, [H]),
+          gatedNorm: loader.vector(`${p}.mixer.norm.weight`, [di]),
+          outProj: loader.matrix(`${p}.mixer.out_proj.weight`, [d, di]),
+        }),
+    );
   }
 
   createState(): Mamba2State {

@@ -80,25 +80,21 @@ export class SelectiveAttentionLayer implements Layer<SalState> {
     const d = cfg.d_model;
     const { n_heads, head_dim, d_ff } = cfg.sal;
     const hd = n_heads * head_dim;
-    const owned: NativeTensor[] = [];
-    const keep = (t: NativeTensor) => (owned.push(t), t);
-    try {
-      return new SelectiveAttentionLayer(cfg, index, {
-        norm: keep(loader.vector(`${p}.norm.weight`, [d])),
-        gateWeight: keep(loader.vector(`${p}.mixer.gate.weight`, [2, d])),
-        gateBias: keep(loader.vector(`${p}.mixer.gate.bias`, [2])),
-        qProj: keep(loader.matrix(`${p}.mixer.q_proj.weight`, [hd, d])),
-        kProj: keep(loader.matrix(`${p}.mixer.k_proj.weight`, [hd, d])),
-        vProj: keep(loader.matrix(`${p}.mixer.v_proj.weight`, [hd, d])),
-        oProj: keep(loader.matrix(`${p}.mixer.o_proj.weight`, [d, hd])),
-        norm2: keep(loader.vector(`${p}.norm2.weight`, [d])),
-        fc1: keep(loader.matrix(`${p}.mlp.fc1.weight`, [2 * d_ff, d])),
-        fc2: keep(loader.matrix(`${p}.mlp.fc2.weight`, [d, d_ff])),
-      });
-    } catch (e) {
-      for (const t of owned) t.dispose();
-      throw e;
-    }
+    return loader.allOrNothing(
+      () =>
+        new SelectiveAttentionLayer(cfg, index, {
+          norm: loader.vector(`${p}.norm.weight`, [d]),
+          gateWeight: loader.vector(`${p}.mixer.gate.weight`, [2, d]),
+          gateBias: loader.vector(`${p}.mixer.gate.bias`, [2]),
+          qProj: loader.matrix(`${p}.mixer.q_proj.weight`, [hd, d]),
+          kProj: loader.matrix(`${p}.mixer.k_proj.weight`, [hd, d]),
+          vProj: loader.matrix(`${p}.mixer.v_proj.weight`, [hd, d]),
+          oProj: loader.matrix(`${p}.mixer.o_proj.weight`, [d, hd]),
+          norm2: loader.vector(`${p}.norm2.weight`, [d]),
+          fc1: loader.matrix(`${p}.mlp.fc1.weight`, [2 * d_ff, d]),
+          fc2: loader.matrix(`${p}.mlp.fc2.weight`, [d, d_ff]),
+        }),
+    );
   }
 
   /** The gate bias [b0, b1] as loaded (random models calibrate it through setGateBias). */
