@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 
 import { parseConfig } from '../lib/config.js';
 import { evaluatePerplexity, TokenFile } from '../lib/eval.js';
-import { createRandomModel } from '../lib/models/random.js';
+import { createRandomModel, randomTokenIds } from '../lib/models/random.js';
 import { TaipanModel } from '../lib/models/taipan.js';
 
 const config = {
@@ -59,8 +59,7 @@ async function parent(lengths: number[], jsonOut: string | undefined): Promise<v
   for (const n of lengths) {
     const file = join(work, `tokens-${n}.bin`);
     if (!existsSync(file)) {
-      let s = n;
-      const ids = Int32Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % config.vocab_size);
+      const ids = Int32Array.from(randomTokenIds(n, config.vocab_size, n));
       writeFileSync(file, new Uint8Array(ids.buffer));
     }
     const r = spawnSync(process.execPath, ['--import', 'tsx', self, '--child', modelDir, file], { encoding: 'utf8' });

@@ -1,32 +1,18 @@
 // The command line, called in-process.
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { main } from '../lib/cli.js';
+import { runCli } from './helpers/cli.js';
 import { tempDir, smallMamba2Config } from './helpers/models.js';
 import { createRandomModel } from '../lib/models/random.js';
 
-async function capture(argv: string[]): Promise<{ code: number; out: string }> {
-  const lines: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a) => void lines.push(a.join(' ')));
-  const err = vi.spyOn(console, 'error').mockImplementation((...a) => void lines.push(a.join(' ')));
-  const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  try {
-    const code = await main(argv);
-    return { code, out: lines.join('\n') };
-  } finally {
-    log.mockRestore();
-    err.mockRestore();
-    stderr.mockRestore();
-  }
-}
-
 describe('taipan CLI', () => {
   it('doctor and doctor --json describe the backends', async () => {
-    const text = await capture(['doctor']);
+    const text = await runCli(['doctor']);
     expect(text.code).toBe(0);
     expect(text.out).toMatch(/CPU backend: (avx2|portable) kernels/);
     expect(text.out).toMatch(/backend "auto" uses: (cpu|cuda)/);
-    const json = await capture(['doctor', '--json']);
+    const json = await runCli(['doctor', '--json']);
     const info = JSON.parse(json.out);
     expect(info.cpu.threads).toBeGreaterThan(0);
     expect(info.cuda).toHaveProperty('reason');
@@ -36,7 +22,7 @@ describe('taipan CLI', () => {
     const dir = tempDir();
     try {
       await createRandomModel(smallMamba2Config(), dir.dir, { seed: 3 });
-      const r = await capture(['generate', '--model', dir.dir, '--ids', '1,2,3', '--max-tokens', '5', '--backend', 'cpu']);
+      const r = await runCli(['generate', '--model', dir.dir, '--ids', '1,2,3', '--max-tokens', '5', '--backend', 'cpu']);
       expect(r.code).toBe(0);
       const ids = r.out.trim().split(',').map(Number);
       expect(ids).toHaveLength(5);
@@ -47,7 +33,7 @@ describe('taipan CLI', () => {
   });
 
   it('rejects unknown commands and bad options', async () => {
-    expect((await capture(['frobnicate'])).code).toBe(1);
+    expect((await runCli(['frobnicate'])).code).toBe(1);
     await expect(main(['generate', '--model', '/nonexistent', '--ids', '1,x'])).rejects.toThrow(/--ids must be comma-separated integers/);
     await expect(main(['random', '--preset', 'mamba2-130m'])).rejects.toThrow(/--preset and --out/);
   });

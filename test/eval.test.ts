@@ -1,11 +1,13 @@
 // Perplexity evaluation and the eval/logits commands, against the float64 reference.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { main } from '../lib/cli.js';
 import { arrayTokens, evaluatePerplexity, TokenFile } from '../lib/eval.js';
+import { randomTokenIds } from '../lib/models/random.js';
 import { TaipanModel } from '../lib/models/taipan.js';
+import { runCli } from './helpers/cli.js';
 import { relError, smallTaipanConfig, tempDir, writeModel } from './helpers/models.js';
 import { referenceForward } from './reference/model.js';
 import type { RefConfig } from './reference/types.js';
@@ -14,8 +16,7 @@ const cfg = smallTaipanConfig({ window: 8, rope: { theta: 10000 } });
 const tmp = tempDir();
 let weights: Map<string, Float64Array>;
 let model: TaipanModel;
-let s = 99;
-const stream = Array.from({ length: 70 }, () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % cfg.vocab_size);
+const stream = randomTokenIds(70, cfg.vocab_size, 99);
 
 beforeAll(async () => {
   weights = await writeModel(cfg, tmp.dir, 70);
@@ -38,18 +39,6 @@ function referenceNll(ids: number[]): number[] {
     out.push(lse - row[ids[t + 1]!]!);
   }
   return out;
-}
-
-async function capture(argv: string[]): Promise<{ code: number; out: string }> {
-  const lines: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a) => void lines.push(a.join(' ')));
-  const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  try {
-    return { code: await main(argv), out: lines.join('\n') };
-  } finally {
-    log.mockRestore();
-    stderr.mockRestore();
-  }
 }
 
 describe('evaluatePerplexity', () => {
@@ -87,7 +76,7 @@ describe('evaluatePerplexity', () => {
 describe('eval and logits commands', () => {
   it('taipan logits writes [L, vocab_padded] float32 equal to the reference and prints "L V"', async () => {
     const out = join(tmp.dir, 'logits.bin');
-    const r = await capture(['logits', '--model', tmp.dir, '--ids', '1,2,3,4,5,6,7,8,9,10,11', '--out', out, '--backend', 'cpu']);
+    const r = await runCli(['logits', '--model', tmp.dir, '--ids', '1,2,3,4,5,6,7,8,9,10,11', '--out', out, '--backend', 'cpu']);
     expect(r.code).toBe(0);
     expect(r.out.trim()).toBe(`11 ${cfg.vocab_padded}`);
     const buf = readFileSync(out);
@@ -100,7 +89,7 @@ describe('eval and logits commands', () => {
   it('taipan eval reads an int32 token file and reports windows, totals and selection', async () => {
     const file = join(tmp.dir, 'tokens.bin');
     writeFileSync(file, new Uint8Array(Int32Array.from(stream).buffer));
-    const r = await capture(['eval', '--model', tmp.dir, '--tokens', file, '--window', '32', '--json', '--backend', 'cpu']);
+    const r = await runCli(['eval', '--model', tmp.dir, '--tokens', file, '--window', '32', '--json', '--backend', 'cpu']);
     expect(r.code).toBe(0);
     const j = JSON.parse(r.out);
     const want = referenceNll(stream).reduce((a, b) => a + b, 0);
@@ -108,7 +97,7 @@ describe('eval and logits commands', () => {
     expect(j.windows).toHaveLength(3);
     expect(j.selection).toHaveLength(2);
     expect(j.peakRssMiB).toBeGreaterThan(0);
-    const text = await capture(['eval', '--model', tmp.dir, '--tokens', file, '--window', '32', '--backend', 'cpu']);
+    const text = await runCli(['eval', '--model', tmp.dir, '--tokens', file, '--window', '32', '--backend', 'cpu']);
     expect(text.out).toMatch(/total: 69 tokens, nll\/token \d+\.\d+, perplexity/);
     expect(text.out).toMatch(/SAL layer 2: selected \d+ of 69 tokens/);
   });
@@ -123,7 +112,7 @@ describe('eval and logits commands', () => {
       writeFileSync(file, text);
       const { Tokenizer } = await import('../lib/tokenizer.js');
       const n = Tokenizer.llama3().encode(text, { addBos: true }).length;
-      const r = await capture(['eval', '--model', dir.dir, '--tokens', file, '--text', '--json', '--backend', 'cpu']);
+      const r = await runCli(['eval', '--model', dir.dir, '--tokens', file, '--text', '--json', '--backend', 'cpu']);
       expect(r.code).toBe(0);
       const j = JSON.parse(r.out);
       expect(j.tokens).toBe(n - 1);

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ConfigError, parseConfig, type ModelConfig } from '../lib/config.js';
+import { randomTokenIds } from '../lib/models/random.js';
 import { TaipanModel } from '../lib/models/taipan.js';
 import { relError, smallTaipanConfig, tempDir, writeModel } from './helpers/models.js';
 import { initialState, referenceForward } from './reference/model.js';
@@ -199,8 +200,7 @@ describe('selection edge cases', () => {
     const { model } = await build(cfg, 53);
     try {
       // Fresh random tokens, not the calibration ones.
-      let s = 12345;
-      const seq = Array.from({ length: 3000 }, () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % cfg.vocab_size);
+      const seq = randomTokenIds(3000, cfg.vocab_size, 12345);
       const r = await model.prefill(seq);
       for (const sel of r.selection) expect(Math.abs(sel.fraction - 0.15)).toBeLessThan(0.03);
       r.states.forEach((x) => x.dispose());

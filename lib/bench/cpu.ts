@@ -11,7 +11,7 @@ import { join } from 'node:path';
 
 import { getBackendInfo, setThreads } from '../backend.js';
 import { countParameters, getPreset } from '../config.js';
-import { createRandomModel } from '../models/random.js';
+import { createRandomModel, randomTokenIds } from '../models/random.js';
 import { TaipanModel } from '../models/taipan.js';
 
 export interface CpuBenchOptions {
@@ -70,10 +70,7 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
     log(`writing a random ${preset} checkpoint to ${dir} ...`);
     await createRandomModel(cfg, dir, { seed: 0, dtype: 'f32' });
   }
-  const randomIds = (n: number, seed: number): number[] => {
-    let s = seed;
-    return Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % cfg.vocab_size);
-  };
+  const randomIds = (n: number, seed: number) => randomTokenIds(n, cfg.vocab_size, seed);
   const info = getBackendInfo();
   const parameters = countParameters(cfg);
   log(

@@ -35,7 +35,7 @@ import { parseArgs } from 'node:util';
 import { setThreads } from '../backend.js';
 import { countParameters, getPreset } from '../config.js';
 import { argmax, type CausalLM } from '../models/causal_lm.js';
-import { createRandomModel } from '../models/random.js';
+import { createRandomModel, randomTokenIds } from '../models/random.js';
 import { TaipanModel } from '../models/taipan.js';
 import { TransformerModel } from '../models/transformer.js';
 
@@ -117,11 +117,6 @@ interface ChildTask {
 }
 
 type ChildResult = Omit<LatencyModelResult, 'model' | 'preset' | 'parameters'>;
-
-function randomIds(n: number, seed: number, vocab: number): number[] {
-  let s = seed;
-  return Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % vocab);
-}
 
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 const mib = (bytes: number) => bytes / 2 ** 20;
@@ -234,7 +229,7 @@ async function child(task: ChildTask): Promise<ChildResult> {
   try {
     const loadedRssMiB = mib(process.memoryUsage().rss);
     const vocab = model.config.vocab_size;
-    const ids = randomIds(task.mode === 'memory' ? Math.max(...task.lengths) : task.prompt, 17, vocab);
+    const ids = randomTokenIds(task.mode === 'memory' ? Math.max(...task.lengths) : task.prompt, vocab, 17);
     const rows = task.mode === 'memory' ? await memoryRows(model, task, ids, log) : await latencyRows(model, task, ids, log);
     const sel = model.totalSelection;
     const selection = sel.length ? sel.reduce((a, s) => a + s.fraction, 0) / sel.length : undefined;

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 
 import { setThreads } from '../backend.js';
 import { parseConfig } from '../config.js';
-import { createRandomModel } from '../models/random.js';
+import { createRandomModel, randomTokenIds } from '../models/random.js';
 import { TaipanModel } from '../models/taipan.js';
 
 export interface SalBenchRow {
@@ -50,8 +50,7 @@ export async function runSalBenchmark(o: { prompt?: number; threads?: number; re
   const repeats = Math.max(1, o.repeats ?? 3);
   const threads = setThreads(o.threads ?? 2);
   const log = o.log ?? (() => {});
-  let s = 5;
-  const ids = Array.from({ length: prompt }, () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % 256);
+  const ids = randomTokenIds(prompt, 256, 5);
 
   const timeModel = async (capacity: number) => {
     const c = capacity === 0 ? 0.15 : capacity;

@@ -48,6 +48,15 @@ export class Rng {
   }
 }
 
+/**
+ * n token ids in [0, vocab) from a seeded linear congruential generator: the reproducible
+ * "random prompt" of the benchmarks and tests (cheap, and the same on every platform).
+ */
+export function randomTokenIds(n: number, vocab: number, seed: number): number[] {
+  let s = seed >>> 0;
+  return Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % vocab);
+}
+
 /** The tensors of a random model with this config, in checkpoint order (spec section 3). */
 export function randomWeights(cfg: ModelConfig, seed = 0): Map<string, { shape: number[]; data: Float32Array }> {
   const out = new Map<string, { shape: number[]; data: Float32Array }>();
