@@ -280,12 +280,7 @@ export class CausalLM {
       const L = ids.length;
       if (L === 0) throw new RangeError('score: need at least one token');
       if (targets.length !== L) throw new RangeError(`score: ${L} ids but ${targets.length} targets`);
-      for (let t = 0; t < L; t++) {
-        const id = ids[t]!;
-        if (!Number.isInteger(id) || id < 0 || id >= this.config.vocab_size) {
-          throw new RangeError(`token id ${id} (position ${t}) is out of range [0, ${this.config.vocab_size})`);
-        }
-      }
+      this.checkIds([ids], 'score');
       const V = this.config.vocab_size;
       for (let t = 0; t < L; t++) {
         const y = targets[t]!;
@@ -510,15 +505,16 @@ export class CausalLM {
     }
   }
 
-  private checkIds(seqs: number[][], what: string): void {
+  private checkIds(seqs: ArrayLike<number>[], what: string): void {
     const V = this.config.vocab_size;
-    seqs.forEach((s, b) =>
-      s.forEach((id, t) => {
+    seqs.forEach((s, b) => {
+      for (let t = 0; t < s.length; t++) {
+        const id = s[t]!;
         if (!Number.isInteger(id) || id < 0 || id >= V) {
           throw new RangeError(`${what} token id ${id} (sequence ${b}, position ${t}) is out of range [0, ${V})`);
         }
-      }),
-    );
+      }
+    });
   }
 
   private checkStates(states: SequenceState[], B: number): void {
