@@ -116,5 +116,15 @@ void ssd_step_seqs(const SsdDims&, const uint16_t*, int64_t, const uint16_t*, in
                    const float*, const float*, float* const*, uint16_t*, void*) {
   unavailable("ssd_step_seqs");
 }
+void mamba1_scan(const Mamba1Dims&, const uint16_t*, int64_t, const uint16_t*, int64_t,
+                 const uint16_t*, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t,
+                 const float*, const float*, const float*, float*, uint16_t*, void*) {
+  unavailable("mamba1_scan");
+}
+void mamba1_scan_seqs(const Mamba1Dims&, const uint16_t*, int64_t, const uint16_t*, int64_t,
+                      const uint16_t*, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t,
+                      const float*, const float*, const float*, float* const*, uint16_t*, void*) {
+  unavailable("mamba1_scan_seqs");
+}
 
 }  // namespace taipan::cuda

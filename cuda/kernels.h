@@ -134,4 +134,32 @@ void ssd_step_seqs(const SsdDims& dims, const uint16_t* x, int64_t ldx, const ui
                    int64_t lddt, const float* dt_bias, const float* A_log, const float* D,
                    float* const* states, uint16_t* y, void* stream);
 
+// ---- Mamba-1 selective scan (mamba1.cu) -----------------------------------------------------
+struct Mamba1Dims {
+  int64_t B;   // sequences
+  int64_t L;   // tokens per sequence (1 = decode)
+  int64_t di;  // channels (d_inner)
+  int64_t N;   // state size per channel
+};
+// Token (b, t) is row b*L + t. x, dt, z: bf16, di values at p + row*ld; Bm, Cm: bf16, N values
+// at p + row*ld. dt_bias, D: fp32 [di]; A_log: fp32 [di, N]. Per channel c and state n:
+//   delta = softplus(dt + dt_bias_c) (identity above 20),  A = -exp(A_log_c,n)
+//   h_c,n = exp(delta*A) h_c,n + delta B_n x_c,   out_c = bf16((C.h_c + D_c x_c) silu(z_c))
+// with h fp32. state: fp32 [B, di, N] updated in place, or null (start from zeros, final state
+// discarded). out: bf16 [B*L, di] contiguous.
+// Assumes: B <= 65535; 1 <= N <= kMamba1MaxState (N <= 16 is the fast path: the state in
+// registers); out does not overlap the inputs or the state.
+constexpr int64_t kMamba1MaxState = 256;
+void mamba1_scan(const Mamba1Dims& dims, const uint16_t* x, int64_t ldx, const uint16_t* dt,
+                 int64_t lddt, const uint16_t* Bm, int64_t ldb, const uint16_t* Cm, int64_t ldc,
+                 const uint16_t* z, int64_t ldz, const float* dt_bias, const float* A_log,
+                 const float* D, float* state, uint16_t* out, void* stream);
+// The same for per-sequence state allocations: `states` is a DEVICE array of dims.B device
+// pointers, sequence b's state [di, N] fp32 at states[b] (see conv1d_update_seqs).
+void mamba1_scan_seqs(const Mamba1Dims& dims, const uint16_t* x, int64_t ldx, const uint16_t* dt,
+                      int64_t lddt, const uint16_t* Bm, int64_t ldb, const uint16_t* Cm,
+                      int64_t ldc, const uint16_t* z, int64_t ldz, const float* dt_bias,
+                      const float* A_log, const float* D, float* const* states, uint16_t* out,
+                      void* stream);
+
 }  // namespace taipan::cuda

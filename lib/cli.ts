@@ -6,7 +6,7 @@
 //   taipan generate --model DIR|PRESET (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [sampling options]
 //   taipan serve --model DIR|PRESET [--port 8000] [--host 127.0.0.1]
 //   taipan bench throughput [--preset P] [--concurrency 1,4,16,64] [--max-tokens N] [--json FILE]
-//   taipan bench latency [--models taipan,mamba2,transformer] [--size 190m] [--lengths 128,256,512] [--memory] [--svg FILE]
+//   taipan bench latency [--models taipan,mamba2,transformer,jamba] [--size 190m] [--lengths 128,256,512] [--memory] [--svg FILE]
 //   taipan eval --model DIR --tokens FILE [--text] [--window N] [--json]
 //   taipan logits --model DIR --ids 1,2,3 --out FILE [--backend cpu|cuda]
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -42,7 +42,7 @@ commands:
                              write a random checkpoint directory
   bench throughput [--preset NAME] [--concurrency 1,4,16,64] [--max-tokens 32] [--json FILE]
                              total tokens/s and latency of concurrent requests (batching)
-  bench latency [--models taipan,mamba2,transformer] [--size 190m|450m|1.3b] [--lengths 128,256,512]
+  bench latency [--models taipan,mamba2,transformer,jamba] [--size 190m|450m|1.3b] [--lengths 128,256,512]
                 [--prompt 100] [--repeats 1] [--threads 2] [--json FILE] [--svg FILE] [--log-x]
                              the paper's Figure 1b: greedy generation latency vs length, batch 1,
                              each model in a fresh process (random weights, cached)

@@ -65,6 +65,34 @@ export class Ops {
   }
 
   /**
+   * Mamba-1 selective scan (Jamba's mixer) over `batch` sequences of equal length, gated:
+   * out = (C.h + D*x) * silu(z), delta = softplus(dt + dt_bias), carrying `state` [d_inner, N].
+   * One token per sequence is the decode step.
+   */
+  mamba1Scan(a: Mamba1Tensors, out: T, batch: number, state?: StateArg): void {
+    this.stream.run('mamba1_scan', { ...a, out, state }, { batch });
+  }
+
+  /**
+   * MoE router (MODEL.md §7): softmax over each row of logits [M, E] in fp32, keep the top_k
+   * probabilities unrenormalised. Per expert e: count[e] rows, their indices (increasing) in
+   * index[e, :count[e]] and their probabilities in weight[e, :count[e]].
+   */
+  moeRoute(logits: T, out: { index: T; weight: T; count: T }, topK: number): void {
+    this.stream.run('moe_route', { logits, ...out }, { top_k: topK });
+  }
+
+  /** out[k] = x[index[k]] for k < count (count i32 [1], read when the op runs). */
+  gatherRows(x: T, index: T, count: T, out: T): void {
+    this.stream.run('gather_rows', { x, index, count, out });
+  }
+
+  /** residual[index[k]] += weight[k] * y[k] for k < count: an expert's output back into the stream. */
+  moeScatter(residual: T, y: T, index: T, weight: T, count: T): void {
+    this.stream.run('moe_scatter', { residual, y, index, weight, count });
+  }
+
+  /**
    * SAL gate (MODEL.md §6): residual += delta (if given); x = rms(residual) * norm; the gate's
    * prob and mask per row; index/count/gathered = the selected rows, compacted in order.
    */
@@ -116,9 +144,9 @@ export class Ops {
     this.stream.run('sal_mix', t, { mix });
   }
 
-  /** out = h[:, :F] * silu(h[:, F:]) (the MLP's [up | gate]). */
-  swiglu(h: T, out: T): void {
-    this.stream.run('swiglu', { h, out });
+  /** out = h[:, :F] * silu(h[:, F:]) (the MLP's [up | gate]); with `count`, the first count rows only. */
+  swiglu(h: T, out: T, count?: T): void {
+    this.stream.run('swiglu', { h, out, count });
   }
 
   silu(x: T, out: T): void {
@@ -171,6 +199,22 @@ export class Ops {
     const { kCache, vCache, ...rest } = t;
     this.stream.run('kv_append', { ...rest, k_cache: kCache, v_cache: vCache }, { batch });
   }
+}
+
+export interface Mamba1Tensors {
+  /** [B*L, d_inner], after the conv and SiLU. */
+  x: T;
+  /** [B*L, d_inner], dt_proj's output before its bias. */
+  dt: T;
+  dt_bias: T;
+  /** [d_inner, N]; A = -exp(A_log). */
+  A_log: T;
+  /** [B*L, N], after their RMSNorms. */
+  B: T;
+  C: T;
+  D: T;
+  /** [B*L, d_inner], the gate. */
+  z: T;
 }
 
 export interface SsdTensors {

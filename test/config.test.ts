@@ -309,13 +309,14 @@ describe('parseConfig: errors name the key and the value', () => {
     expectConfigError({ ...OURS_130M, n_layer: 2, layer_types: ['mamba2', 'mlp'] }, '"layer_types" entry 1 is "mlp"');
     expectConfigError({ ...OURS_130M, layer_types: 'mamba2' }, '"layer_types" must be an array');
     expectConfigError({ ...OURS_130M, n_layer: 2, layer_types: ['mamba2', 'sal'] }, '"sal" is required because layer_types contains "sal" layers');
-    expectConfigError({ ...OURS_130M, n_layer: 2, layer_types: ['mamba2', 'attention'] }, '"layer_types" entry 1 is "attention"', 'belong to model_type "transformer", not "mamba2"');
+    expectConfigError({ ...OURS_130M, n_layer: 2, layer_types: ['mamba2', 'attention'] }, '"layer_types" entry 1 is "attention"', 'belong to model_type "transformer" or "jamba", not "mamba2"');
     expectConfigError({ ...TAIPAN_190M, n_layer: 2, layer_types: ['sal', 'attention'] }, '"layer_types" entry 1 is "attention"', 'not "taipan"');
   });
 
   it('model types and mixers we do not run', () => {
     expectConfigError({ ...OURS_130M, model_type: 'transformer' }, '"attn" is required for model_type "transformer"');
-    expectConfigError({ ...OURS_130M, model_type: 'jamba' }, '"model_type" is "jamba"', 'not supported yet');
+    // A Mamba-2 "ssm" section only fits the paper's Jamba variant (test/jamba.test.ts has the rest).
+    expectConfigError({ ...OURS_130M, model_type: 'jamba' }, '"ssm" configures Mamba-2 mixers, but the original Jamba has Mamba-1 mixers');
     expectConfigError({ ...OURS_130M, model_type: 'gpt2' }, '"model_type" must be one of', '"gpt2"');
     expectConfigError({ ...HF_130M, model_type: 'mamba' }, '"model_type" is "mamba": Mamba-1');
     expectConfigError({ ...HF_130M, model_type: 'llama' }, '"model_type" is "llama"', 'not supported yet');

@@ -492,6 +492,115 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
     }
   });
 
+  describe('mamba1_scan', () => {
+    interface Case { B: number; L: number; di: number; N: number }
+    function inputs(c: Case) {
+      const rows = c.B * c.L;
+      return {
+        x: rand(rows * c.di),
+        dt: rand(rows * c.di, 0.5),
+        z: rand(rows * c.di),
+        Bm: rand(rows * c.N),
+        Cm: rand(rows * c.N),
+        dtBias: uniform(c.di, -2, 0),
+        aLog: uniform(c.di * c.N, 0, 2.8), // A in [-16, -1], as Mamba-1 initialises it
+        D: rand(c.di),
+        state: rand(c.B * c.di * c.N, 0.3),
+      };
+    }
+    type Inputs = ReturnType<typeof inputs>;
+    /** x | z | dt as column views of one matrix and B | C of another, as Jamba lays them out. */
+    function enqueue(device: DeviceName, c: Case, i: Inputs, state: NativeTensor | NativeTensor[] | undefined) {
+      const ops = device === 'cuda' ? gpu : cpu;
+      const act: DTypeName = device === 'cuda' ? 'bf16' : 'f32';
+      const rows = c.B * c.L;
+      const pack = (parts: Float32Array[], w: number) => {
+        const m = new Float32Array(rows * parts.length * w);
+        for (let r = 0; r < rows; r++) parts.forEach((p, k) => m.set(p.subarray(r * w, (r + 1) * w), (r * parts.length + k) * w));
+        return on(device, m, [rows, parts.length * w], act);
+      };
+      const xzd = pack([i.x, i.z, i.dt], c.di);
+      const bc = pack([i.Bm, i.Cm], c.N);
+      const y = native.empty([rows, c.di], act, device);
+      const args = {
+        x: xzd.cols(0, c.di),
+        z: xzd.cols(c.di, 2 * c.di),
+        dt: xzd.cols(2 * c.di, 3 * c.di),
+        B: bc.cols(0, c.N),
+        C: bc.cols(c.N, 2 * c.N),
+        dt_bias: on(device, i.dtBias, [c.di]),
+        A_log: on(device, i.aLog, [c.di, c.N]),
+        D: on(device, i.D, [c.di]),
+      };
+      ops.mamba1Scan(args, y, c.B, state);
+      return y;
+    }
+    function gpuState(c: Case, i: Inputs, list: boolean): NativeTensor | NativeTensor[] {
+      const per = c.di * c.N;
+      return list
+        ? Array.from({ length: c.B }, (_, b) => on('cuda', i.state.subarray(b * per, (b + 1) * per), [c.di, c.N]))
+        : on('cuda', i.state, [c.B, c.di, c.N]);
+    }
+
+    const cases: Case[] = [
+      { B: 1, L: 1, di: 12, N: 16 },
+      { B: 3, L: 17, di: 70, N: 16 }, // a partial block of channels
+      { B: 2, L: 64, di: 64, N: 5 }, // N <= 8 variant, not a full one
+      { B: 1, L: 40, di: 24, N: 40 }, // N > 16: the run-time loop variant
+      { B: 2, L: 300, di: 128, N: 16 },
+    ];
+    for (const c of cases) {
+      for (const mode of ['zero state', 'carried state', 'state list'] as const) {
+        it(`B=${c.B} L=${c.L} di=${c.di} N=${c.N}, ${mode}`, () => {
+          const i = inputs(c);
+          const sc = on('cpu', i.state, [c.B, c.di, c.N]);
+          const sg = mode === 'zero state' ? undefined : gpuState(c, i, mode === 'state list');
+          const yc = enqueue('cpu', c, i, mode === 'zero state' ? undefined : sc);
+          const yg = enqueue('cuda', c, i, sg);
+          run();
+          expect(bf16Error(read(yg), read(yc), 1e-3)).toBeLessThan(1);
+          if (sg) expect(relError(Array.isArray(sg) ? concat(sg) : read(sg), read(sc))).toBeLessThan(1e-5);
+        });
+      }
+    }
+    for (const list of [false, true]) {
+      it(`decode steps, batch 3, ${list ? 'per-sequence states (pointer table)' : 'one batched state'}`, () => {
+        const c = { B: 3, L: 1, di: 48, N: 16 };
+        const i = inputs(c);
+        const sc = on('cpu', i.state, [c.B, c.di, c.N]);
+        const sg = gpuState(c, i, list);
+        for (let s = 0; s < 4; s++) {
+          const j = s === 0 ? i : { ...inputs(c), state: i.state };
+          const yc = enqueue('cpu', c, j, sc);
+          const yg = enqueue('cuda', c, j, sg);
+          run();
+          expect(bf16Error(read(yg), read(yc), 1e-3)).toBeLessThan(1);
+        }
+        expect(relError(Array.isArray(sg) ? concat(sg) : read(sg), read(sc))).toBeLessThan(1e-5);
+      });
+    }
+    it('refuses f32 activations, bf16 parameters and states, and N > 256', () => {
+      const c = { B: 1, L: 2, di: 8, N: 4 };
+      const i = inputs(c);
+      const ok = () => {
+        const t = (d: Float32Array, shape: number[], dt: DTypeName) => on('cuda', d, shape, dt);
+        return {
+          x: t(i.x, [2, 8], 'bf16'), dt: t(i.dt, [2, 8], 'bf16'), z: t(i.z, [2, 8], 'bf16'), B: t(i.Bm, [2, 4], 'bf16'), C: t(i.Cm, [2, 4], 'bf16'),
+          dt_bias: t(i.dtBias, [8], 'f32'), A_log: t(i.aLog, [8, 4], 'f32'), D: t(i.D, [8], 'f32'),
+        };
+      };
+      const out = () => native.empty([2, 8], 'bf16', 'cuda');
+      expect(() => gpu.mamba1Scan({ ...ok(), x: native.empty([2, 8], 'f32', 'cuda') }, out(), 1)).toThrow(/mamba1_scan: on the CUDA backend tensor 'x' must be bf16/);
+      expect(() => gpu.mamba1Scan(ok(), native.empty([2, 8], 'f32', 'cuda'), 1)).toThrow(/tensor 'out' must be bf16/);
+      expect(() => gpu.mamba1Scan({ ...ok(), A_log: native.empty([8, 4], 'bf16', 'cuda') }, out(), 1)).toThrow(/tensor 'A_log' must be f32/);
+      expect(() => gpu.mamba1Scan(ok(), out(), 1, native.empty([1, 8, 4], 'bf16', 'cuda'))).toThrow(/tensor 'state' must be f32/);
+      const big = { ...ok(), B: native.empty([2, 300], 'bf16', 'cuda'), C: native.empty([2, 300], 'bf16', 'cuda'), A_log: native.empty([8, 300], 'f32', 'cuda') };
+      expect(() => gpu.mamba1Scan(big, out(), 1)).toThrow(/state size N = 300 exceeds 256 on the CUDA backend/);
+      gpu.mamba1Scan(ok(), out(), 1);
+      run();
+    });
+  });
+
   describe('elementwise', () => {
     it('silu (bf16), in place too', () => {
       const n = 1000;

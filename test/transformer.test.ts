@@ -414,7 +414,7 @@ describe('transformer configs and checkpoints', () => {
     expect(() => parseConfig({ ...base, attn: { n_heads: 4, d_ff: 8, rope_theta: -1 } })).toThrow(/"attn.rope_theta" must be a positive number/);
     expect(() => parseConfig({ ...base, attn: { n_heads: 4, d_ff: 8 }, layer_types: ['attention'] })).toThrow(/"layer_types" has 1 entries but n_layer is 2/);
     expect(() => parseConfig({ ...base, model_type: 'mamba2', layer_types: ['mamba2', 'attention'] })).toThrow(ConfigError);
-    expect(() => parseConfig({ ...base, model_type: 'mamba2', layer_types: ['mamba2', 'attention'] })).toThrow(/attention layers belong to model_type "transformer", not "mamba2"/);
+    expect(() => parseConfig({ ...base, model_type: 'mamba2', layer_types: ['mamba2', 'attention'] })).toThrow(/attention layers belong to model_type "transformer" or "jamba", not "mamba2"/);
   });
 
   it('TransformerModel refuses a config with other layers; a missing tensor is named', async () => {
@@ -462,7 +462,7 @@ describe('bench latency: presets, table and chart', () => {
 
   it('runs every model at the Taipan sizes of MODEL.md section 8', () => {
     for (const size of ['190m', '450m', '1.3b'] as const) {
-      for (const model of ['taipan', 'mamba2', 'transformer'] as const) expect(PRESETS[presetFor(model, size)], `${model} ${size}`).toBeDefined();
+      for (const model of ['taipan', 'mamba2', 'transformer', 'jamba'] as const) expect(PRESETS[presetFor(model, size)], `${model} ${size}`).toBeDefined();
     }
     expect(presetFor('mamba2', '1.3b')).toBe('mamba2-1.3b-taipan');
     expect(PRESETS[presetFor('mamba2', '450m')]!.d_model).toBe(1024);

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "ssm_math.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -56,9 +57,6 @@ namespace {
 constexpr int64_t kMR = 6;  // rows of the micro-kernel tile (the decay matrix is built to match)
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
-// softplus in fp32, identity above 20 (the model's contract, as in mamba_ssm).
-inline float softplus_f(float v) { return v > 20.f ? v : std::log1p(std::exp(v)); }
 
 // Scratch memory for one call, uninitialised and 64-byte aligned: one block per calling
 // thread, kept from call to call and grown when a call needs more. (Fresh pages cost a page
@@ -289,28 +287,7 @@ void gemm_avx2(int64_t m, int64_t n, int64_t K, const float* a, int64_t rsa, int
   }
 }
 
-// exp(x) for x <= 0 (decay factors): Cody-Waite range reduction to r in [-ln2/2, ln2/2], a
-// degree-6 polynomial (rel. error ~1 ulp), then scaling by 2^n. Inputs below -87 give 0, so
-// no denormals reach the products; NaN stays NaN.
-__attribute__((target("avx2,fma"))) inline __m256 exp_neg_avx2(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.0f);
-  const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_max_ps(lo, x);  // (max returns its second operand when one is NaN)
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-  const __m256i e =
-      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
-}
+// exp_neg_avx2 (exp for x <= 0) and softplus256 are in ssm_math.h, shared with mamba1.cpp.
 
 // exp(min(a - b, 0)) for 8 lanes, the difference a - b taken in double.
 __attribute__((target("avx2,fma"))) inline __m256 decay8(__m256d a_lo, __m256d a_hi,
@@ -390,29 +367,9 @@ __attribute__((target("avx2,fma"))) void chunk_decays_avx2(int64_t Lc, const dou
   }
 }
 
-// out = softplus(v) for n values (padded to a multiple of 8), identity above 20. Below that,
-//   softplus(v) = max(v, 0) + log1p(exp(-|v|)),  log1p(t) = 2 atanh(t / (2 + t)),
-// the atanh series in z = t/(2+t) <= 1/3 summed to z^15 (truncation < 2e-8 relative).
+// out = softplus(v) for n values (padded to a multiple of 8), identity above 20.
 __attribute__((target("avx2,fma"))) void softplus_avx2(int64_t n, const float* v, float* out) {
-  const __m256 zero = _mm256_setzero_ps(), two = _mm256_set1_ps(2.f),
-               sign = _mm256_set1_ps(-0.f), big = _mm256_set1_ps(20.f);
-  for (int64_t i = 0; i < n; i += 8) {
-    const __m256 x = _mm256_loadu_ps(v + i);
-    const __m256 t = exp_neg_avx2(_mm256_or_ps(x, sign));  // exp(-|x|)
-    const __m256 z = _mm256_div_ps(t, _mm256_add_ps(two, t));
-    const __m256 z2 = _mm256_mul_ps(z, z);
-    __m256 q = _mm256_set1_ps(1.f / 15);
-    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 13));
-    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 11));
-    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 9));
-    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 7));
-    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 5));
-    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f / 3));
-    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(1.f));
-    const __m256 log1p_t = _mm256_mul_ps(_mm256_add_ps(z, z), q);
-    const __m256 r = _mm256_add_ps(_mm256_max_ps(x, zero), log1p_t);
-    _mm256_storeu_ps(out + i, _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, big, _CMP_GT_OQ)));
-  }
+  for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(out + i, softplus256(_mm256_loadu_ps(v + i)));
 }
 
 __attribute__((target("avx2,fma"))) inline float hsum_avx2(__m256 v) {

@@ -1,4 +1,5 @@
 // Elementwise ops (SiLU, softplus, add, SwiGLU) and copy.
+#include <algorithm>
 #include <cstring>
 
 #include "../../cuda/op_support.h"
@@ -93,17 +94,26 @@ Work plan_copy(const OpArgs& a) {
 
 // swiglu: h [M, 2F] (rows may be strided; up = first F columns, gate = last F, as fc1's rows
 // are laid out) -> out [M, F] contiguous, out = up * silu(gate).
+// Optional `count` (i32 [1]): only rows [0, min(count, M)) are computed, the rest of out is
+// left as it was. Like linear's count, it is written by an earlier op on the stream (an MoE
+// expert's row count from moe_route), so it is read when the work runs.
 Work plan_swiglu(const OpArgs& a) {
   expect_cpu(a);
   const Tensor& out = a.expect("out", {DType::F32}, {-1, -1});
   a.expect_contiguous("out");
   int64_t M = out.shape[0], F = out.shape[1];
   const Tensor& h = a.expect("h", {DType::F32}, {M, 2 * F});
+  const Tensor* count = a.expect_optional("count", {DType::I32}, {1});
   a.expect_no_overlap("out", "h");
+  a.expect_no_overlap("out", "count");
   const float* hp = h.ptr<float>();
   int64_t ldh = h.ld;
   float* op = out.ptr<float>();
-  return [=](ExecContext& c) { cpu::swiglu(*c.pool, M, F, hp, ldh, op); };
+  const int32_t* cp = count ? count->ptr<int32_t>() : nullptr;
+  return [=](ExecContext& c) {
+    int64_t rows = cp ? std::clamp<int64_t>(*cp, 0, M) : M;
+    cpu::swiglu(*c.pool, rows, F, hp, ldh, op);
+  };
 }
 
 Work plan_silu(const OpArgs& a) {
@@ -115,7 +125,7 @@ OpRegistrar r1({"silu", "out = x * sigmoid(x)", plan_silu});
 OpRegistrar r2({"softplus", "out = log(1 + exp(x)), identity above 20", plan_unary<cpu::softplus>});
 OpRegistrar r3({"add", "out = a + b", plan_add});
 OpRegistrar r4({"copy", "dst = src", plan_copy});
-OpRegistrar r5({"swiglu", "out = h[:, :F] * silu(h[:, F:])", plan_swiglu});
+OpRegistrar r5({"swiglu", "out = h[:, :F] * silu(h[:, F:]), optionally the first count rows only", plan_swiglu});
 
 }  // namespace
 }  // namespace taipan

@@ -1,5 +1,5 @@
 // The latency benchmark of the Taipan paper's Figure 1b, behind `taipan bench latency`: Taipan,
-// Mamba-2 and the Transformer++ baseline at one size (MODEL.md section 8), seeded random weights
+// Mamba-2, the Transformer++ baseline and the paper's Jamba variant at one size (MODEL.md section 8), seeded random weights
 // (written once to a cache directory), batch 1 on the CPU.
 //
 // Latency mode: a random prompt, then greedy generation (model.step in a loop, argmax) up to
@@ -17,7 +17,7 @@
 // per round, so that a machine busy with other work slows all models alike rather than
 // whichever ran at the time; each length reports the median over the rounds.
 //
-//   taipan bench latency [--models taipan,mamba2,transformer] [--size 190m] [--lengths 128,256,512]
+//   taipan bench latency [--models taipan,mamba2,transformer,jamba] [--size 190m] [--lengths 128,256,512]
 //                        [--prompt 100] [--repeats 1] [--threads 2] [--json FILE] [--svg FILE] [--log-x]
 //   taipan bench latency --memory --lengths 1024,4096,16384 [--chunk 512] [--svg FILE]
 // The defaults take a few minutes on a 2-core CPU (the 190M models, once written, are cached in
@@ -36,10 +36,11 @@ import { setThreads } from '../backend.js';
 import { countParameters, getPreset } from '../config.js';
 import { argmax, type CausalLM } from '../models/causal_lm.js';
 import { createRandomModel, randomTokenIds } from '../models/random.js';
+import { JambaModel } from '../models/jamba.js';
 import { TaipanModel } from '../models/taipan.js';
 import { TransformerModel } from '../models/transformer.js';
 
-export const LATENCY_MODELS = ['taipan', 'mamba2', 'transformer'] as const;
+export const LATENCY_MODELS = ['taipan', 'mamba2', 'transformer', 'jamba'] as const;
 export type LatencyModel = (typeof LATENCY_MODELS)[number];
 export const LATENCY_SIZES = ['190m', '450m', '1.3b'] as const;
 export type LatencySize = (typeof LATENCY_SIZES)[number];
@@ -215,7 +216,9 @@ function loaderArgs(): string[] {
 
 async function loadModel(model: LatencyModel, dir: string, prefillChunk: number): Promise<CausalLM> {
   const opts = { backend: 'cpu' as const, prefillChunk };
-  return model === 'transformer' ? TransformerModel.load(dir, opts) : TaipanModel.load(dir, opts);
+  if (model === 'transformer') return TransformerModel.load(dir, opts);
+  if (model === 'jamba') return JambaModel.load(dir, opts);
+  return TaipanModel.load(dir, opts);
 }
 
 function stateMiB(state: ReturnType<CausalLM['createState']>): number {

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { arrayTokens, evaluatePerplexity, TokenFile, type TokenSource } from '../eval.js';
-import { TaipanModel } from '../models/taipan.js';
+import { CausalLM } from '../models/causal_lm.js';
 import { loadOptions, positiveInt } from './common.js';
 
 export async function evalCommand(args: string[]): Promise<number> {
@@ -27,7 +27,7 @@ export async function evalCommand(args: string[]): Promise<number> {
   const window = positiveInt(values.window, '--window')!;
   const maxTokens = positiveInt(values['max-tokens'], '--max-tokens');
   const prefillChunk = positiveInt(values['prefill-chunk'], '--prefill-chunk');
-  const model = await TaipanModel.load(values.model, { ...loadOptions(values), prefillChunk });
+  const model = await CausalLM.load(values.model, { ...loadOptions(values), prefillChunk });
   let source: TokenSource | undefined;
   try {
     if (values.text) {

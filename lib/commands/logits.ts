@@ -4,7 +4,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
-import { TaipanModel } from '../models/taipan.js';
+import { CausalLM } from '../models/causal_lm.js';
 import { ints, loadOptions } from './common.js';
 
 export async function logitsCommand(args: string[]): Promise<number> {
@@ -20,7 +20,7 @@ export async function logitsCommand(args: string[]): Promise<number> {
   });
   if (!values.model || !values.ids || !values.out) throw new Error('logits needs --model DIR, --ids 1,2,3 and --out FILE');
   const ids = ints(values.ids, '--ids');
-  const model = await TaipanModel.load(values.model, loadOptions(values));
+  const model = await CausalLM.load(values.model, loadOptions(values));
   try {
     const { logits, vocab, states } = await model.prefill(ids, { logits: 'all' });
     states.forEach((s) => s.dispose());

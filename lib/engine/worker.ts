@@ -4,8 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 
 import { countParameters } from '../config.js';
-import type { CausalLM } from '../models/causal_lm.js';
-import { TaipanModel } from '../models/taipan.js';
+import { CausalLM } from '../models/causal_lm.js';
 import { BatchEngine } from './engine.js';
 import { pickTokenizer, resolveModelDir } from './model_source.js';
 import { errorInfo, type EngineEvent, type FromWorker, type ToWorker, type WorkerConfig } from './protocol.js';
@@ -37,7 +36,7 @@ let engine: BatchEngine | null = null;
 
 async function start(): Promise<void> {
   const { dir, name } = await resolveModelDir(config.model, (message) => post({ type: 'progress', message }));
-  model = await TaipanModel.load(dir, {
+  model = await CausalLM.load(dir, {
     backend: config.backend,
     threads: config.threads,
     weightDtype: config.weightDtype,

@@ -1,17 +1,20 @@
-// A Transformer++ block (MODEL.md section 7): r = r + attn(rms(r, norm)); r = r + swiglu(rms(r,
-// norm2)). RoPE on q and k, full causal attention over a KV cache that holds every past
-// position, grouped-query attention when n_kv_heads < n_heads. This file wires shapes and ops
-// together; the math is in the kernels.
+// A Transformer++ block (MODEL.md section 7): r = r + attn(rms(r, norm)); r = r + ffn(rms(r,
+// norm2)). RoPE on q and k (none when rope_theta is null, as in the original Jamba), full causal
+// attention over a KV cache that holds every past position, grouped-query attention when
+// n_kv_heads < n_heads. The FFN is a dense SwiGLU, or in the original Jamba whatever the layer's
+// index calls for (lib/layers/ffn.ts). This file wires shapes and ops together; the math is in
+// the kernels.
 //
 // The KV cache of a sequence grows with its context, as a Transformer's must: it starts small
 // and doubles when a chunk would not fit (a bigger tensor, the filled rows copied over on the
 // stream), so its memory stays within twice what the context needs. Because the tensors change,
 // a model with attention layers runs without captured graphs (see CausalLM.fromCheckpoint):
 // a graph would keep replaying into the old, smaller cache.
-import type { AttnConfig, ModelConfig } from '../config.js';
+import { ffnKind, type AttnConfig, type ModelConfig } from '../config.js';
 import { addon, type NativeTensor } from '../native.js';
 import type { Ops } from '../ops.js';
 import type { WeightLoader } from '../weights.js';
+import { loadFeedForward, type FeedForward } from './ffn.js';
 import type { ForwardContext, Layer, LayerState } from './layer.js';
 
 /** Rows a fresh cache has room for; it doubles from there. */
@@ -80,9 +83,6 @@ interface AttentionWeights {
   kProj: NativeTensor;
   vProj: NativeTensor;
   oProj: NativeTensor;
-  norm2: NativeTensor;
-  fc1: NativeTensor;
-  fc2: NativeTensor;
 }
 
 export class AttentionBlock implements Layer<KvCacheState> {
@@ -92,6 +92,7 @@ export class AttentionBlock implements Layer<KvCacheState> {
   private constructor(
     private readonly cfg: ModelConfig,
     private readonly w: AttentionWeights,
+    private readonly ffn: FeedForward,
   ) {
     this.attn = cfg.attn!;
   }
@@ -100,21 +101,24 @@ export class AttentionBlock implements Layer<KvCacheState> {
     if (!cfg.attn) throw new Error(`layer ${index} is an attention layer but the config has no "attn" section`);
     const p = `backbone.layers.${index}`;
     const d = cfg.d_model;
-    const { n_heads, n_kv_heads, head_dim, d_ff } = cfg.attn;
+    const { n_heads, n_kv_heads, head_dim } = cfg.attn;
     const hq = n_heads * head_dim;
     const hkv = n_kv_heads * head_dim;
+    // Only the original Jamba puts experts after attention; elsewhere the FFN is dense.
+    const ffn = cfg.model_type === 'jamba' && cfg.jamba_variant === 'original' ? ffnKind(cfg, index) : 'mlp';
     return loader.allOrNothing(
       () =>
-        new AttentionBlock(cfg, {
-          norm: loader.vector(`${p}.norm.weight`, [d]),
-          qProj: loader.matrix(`${p}.mixer.q_proj.weight`, [hq, d]),
-          kProj: loader.matrix(`${p}.mixer.k_proj.weight`, [hkv, d]),
-          vProj: loader.matrix(`${p}.mixer.v_proj.weight`, [hkv, d]),
-          oProj: loader.matrix(`${p}.mixer.o_proj.weight`, [d, hq]),
-          norm2: loader.vector(`${p}.norm2.weight`, [d]),
-          fc1: loader.matrix(`${p}.mlp.fc1.weight`, [2 * d_ff, d]),
-          fc2: loader.matrix(`${p}.mlp.fc2.weight`, [d, d_ff]),
-        }),
+        new AttentionBlock(
+          cfg,
+          {
+            norm: loader.vector(`${p}.norm.weight`, [d]),
+            qProj: loader.matrix(`${p}.mixer.q_proj.weight`, [hq, d]),
+            kProj: loader.matrix(`${p}.mixer.k_proj.weight`, [hkv, d]),
+            vProj: loader.matrix(`${p}.mixer.v_proj.weight`, [hkv, d]),
+            oProj: loader.matrix(`${p}.mixer.o_proj.weight`, [d, hq]),
+          },
+          loadFeedForward(cfg, loader, index, ffn),
+        ),
     );
   }
 
@@ -128,10 +132,10 @@ export class AttentionBlock implements Layer<KvCacheState> {
     );
   }
 
-  forward(ctx: ForwardContext, residual: NativeTensor, pending: NativeTensor | null, states: KvCacheState[]): NativeTensor {
+  forward(ctx: ForwardContext, residual: NativeTensor, pending: NativeTensor | null, states: KvCacheState[]): NativeTensor | null {
     const { ops, ws, batch, length, start } = ctx;
     const { d_model: d, norm_eps: eps } = this.cfg;
-    const { n_heads, n_kv_heads, head_dim: headDim, d_ff: dff, rope_theta: theta } = this.attn;
+    const { n_heads, n_kv_heads, head_dim: headDim, rope_theta: theta } = this.attn;
     const w = this.w;
 
     // r += pending; x = rms(r, norm); q, k, v with RoPE at each token's absolute position.
@@ -143,8 +147,10 @@ export class AttentionBlock implements Layer<KvCacheState> {
     ops.linear(x, w.qProj, q);
     ops.linear(x, w.kProj, k);
     ops.linear(x, w.vProj, v);
-    ops.rope(q, start, { headDim, length, theta });
-    ops.rope(k, start, { headDim, length, theta });
+    if (theta !== null) {
+      ops.rope(q, start, { headDim, length, theta });
+      ops.rope(k, start, { headDim, length, theta });
+    }
 
     // Room for the chunk in every cache, then attention over cache + chunk, then the append.
     for (const s of states) s.reserve(ops, length);
@@ -156,19 +162,12 @@ export class AttentionBlock implements Layer<KvCacheState> {
     const o = ws.get('attn.o', d);
     ops.linear(attn, w.oProj, o);
 
-    // r += o; [up | gate] = rms(r, norm2) @ fc1^T; the MLP's output goes back as pending.
-    const h = ws.get('normed', d); // x's buffer: its last reader (the v projection) is queued before
-    ops.rmsnorm(residual, o, w.norm2, h, eps);
-    const upGate = ws.get('attn.fc1', 2 * dff);
-    ops.linear(h, w.fc1, upGate);
-    const act = ws.get('attn.act', dff);
-    ops.swiglu(upGate, act);
-    const out = ws.get('mixer_out', d);
-    ops.linear(act, w.fc2, out);
-    return out;
+    // r += o; then the FFN.
+    return this.ffn.forward(ctx, residual, o);
   }
 
   dispose(): void {
     for (const t of Object.values(this.w)) t.dispose();
+    this.ffn.dispose();
   }
 }

@@ -5,6 +5,7 @@ import { resolveBackend, setThreads, type BackendName } from '../backend.js';
 import { loadConfig, type ModelConfig } from '../config.js';
 import type { ForwardContext, Layer, LayerState, Workspace } from '../layers/layer.js';
 import { AttentionBlock } from '../layers/attention_block.js';
+import { Mamba1Block } from '../layers/mamba1_block.js';
 import { Mamba2Block } from '../layers/mamba2_block.js';
 import { SalState, SelectiveAttentionLayer, type SalSelection } from '../layers/sal.js';
 import { colsView, reshapeView, rowsView } from '../layers/views.js';
@@ -170,6 +171,7 @@ export class CausalLM {
         let layer: Layer;
         if (kind === 'mamba2') layer = Mamba2Block.load(config, loader, i);
         else if (kind === 'sal') layer = SelectiveAttentionLayer.load(config, loader, i);
+        else if (kind === 'mamba1') layer = Mamba1Block.load(config, loader, i);
         else if (kind === 'attention') {
           layer = AttentionBlock.load(config, loader, i);
           // Its KV caches grow into new tensors, which a captured graph would not follow.

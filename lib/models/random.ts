@@ -3,7 +3,7 @@
 import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { configToJson, type ModelConfig } from '../config.js';
+import { configToJson, ffnKind, type ModelConfig } from '../config.js';
 import { bytesToF32, f32ToBf16, f32ToDType, f32ToF16 } from '../dtype.js';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../safetensors.js';
 import { CausalLM } from './causal_lm.js';
@@ -88,9 +88,26 @@ export function randomWeights(cfg: ModelConfig, seed = 0): Map<string, { shape: 
     put(`${p}.mlp.fc1.weight`, [2 * d_ff, d], linear([2 * d_ff, d]));
     put(`${p}.mlp.fc2.weight`, [d, d_ff], linear([d, d_ff], 1 / Math.sqrt(cfg.n_layer)));
   };
+  // The FFN after a mixer (spec section 7): a dense SwiGLU, or in the original Jamba a mixture of
+  // experts on the layers its "moe" section names.
+  const putFfn = (p: string, i: number) => {
+    const { d_ff } = cfg.attn!;
+    put(`${p}.norm2.weight`, [d], near(d, 1, 0.1));
+    const experts = cfg.model_type === 'jamba' && ffnKind(cfg, i) === 'moe' ? cfg.moe!.n_experts : 0;
+    if (experts === 0) {
+      put(`${p}.mlp.fc1.weight`, [2 * d_ff, d], linear([2 * d_ff, d]));
+      put(`${p}.mlp.fc2.weight`, [d, d_ff], linear([d, d_ff], 1 / Math.sqrt(cfg.n_layer)));
+      return;
+    }
+    put(`${p}.moe.router.weight`, [experts, d], linear([experts, d]));
+    for (let e = 0; e < experts; e++) {
+      put(`${p}.moe.experts.${e}.fc1.weight`, [2 * d_ff, d], linear([2 * d_ff, d]));
+      put(`${p}.moe.experts.${e}.fc2.weight`, [d, d_ff], linear([d, d_ff], 1 / Math.sqrt(cfg.n_layer)));
+    }
+  };
   // A Transformer++ block (spec section 7), initialised as a SAL is.
-  const putAttention = (p: string) => {
-    const { n_heads, n_kv_heads, head_dim, d_ff } = cfg.attn!;
+  const putAttention = (p: string, i: number) => {
+    const { n_heads, n_kv_heads, head_dim } = cfg.attn!;
     const hq = n_heads * head_dim;
     const hkv = n_kv_heads * head_dim;
     put(`${p}.norm.weight`, [d], near(d, 1, 0.1));
@@ -98,17 +115,36 @@ export function randomWeights(cfg: ModelConfig, seed = 0): Map<string, { shape: 
     put(`${p}.mixer.k_proj.weight`, [hkv, d], linear([hkv, d]));
     put(`${p}.mixer.v_proj.weight`, [hkv, d], linear([hkv, d]));
     put(`${p}.mixer.o_proj.weight`, [d, hq], linear([d, hq], 1 / Math.sqrt(cfg.n_layer)));
-    put(`${p}.norm2.weight`, [d], near(d, 1, 0.1));
-    put(`${p}.mlp.fc1.weight`, [2 * d_ff, d], linear([2 * d_ff, d]));
-    put(`${p}.mlp.fc2.weight`, [d, d_ff], linear([d, d_ff], 1 / Math.sqrt(cfg.n_layer)));
+    putFfn(p, i);
+  };
+  // A Mamba-1 layer of the original Jamba (spec section 7), initialised as mamba_ssm does.
+  const putMamba1 = (p: string, i: number) => {
+    const { d_state: N, d_conv: K1, expand, dt_rank: R } = cfg.mamba!;
+    const di1 = expand * d;
+    put(`${p}.norm.weight`, [d], near(d, 1, 0.1));
+    put(`${p}.mixer.in_proj.weight`, [2 * di1, d], linear([2 * di1, d]));
+    put(`${p}.mixer.conv1d.weight`, [di1, 1, K1], rng().uniform(di1 * K1, -1 / Math.sqrt(K1), 1 / Math.sqrt(K1)));
+    put(`${p}.mixer.conv1d.bias`, [di1], rng().uniform(di1, -0.1, 0.1));
+    put(`${p}.mixer.x_proj.weight`, [R + 2 * N, di1], linear([R + 2 * N, di1]));
+    put(`${p}.mixer.dt_proj.weight`, [di1, R], rng().uniform(di1 * R, -1 / Math.sqrt(R), 1 / Math.sqrt(R)));
+    // bias = softplus^-1(dt) for dt log-uniform in [1e-3, 1e-1]; A = -(1..N) per channel (S4D-real).
+    const dt = rng().uniform(di1, Math.log(1e-3), Math.log(1e-1)).map(Math.exp);
+    put(`${p}.mixer.dt_proj.bias`, [di1], dt.map((v) => v + Math.log(-Math.expm1(-v))));
+    put(`${p}.mixer.A_log`, [di1, N], Float32Array.from({ length: di1 * N }, (_, j) => Math.log(1 + (j % N))));
+    put(`${p}.mixer.D`, [di1], near(di1, 1, 0.1));
+    put(`${p}.mixer.dt_layernorm.weight`, [R], near(R, 1, 0.1));
+    put(`${p}.mixer.b_layernorm.weight`, [N], near(N, 1, 0.1));
+    put(`${p}.mixer.c_layernorm.weight`, [N], near(N, 1, 0.1));
+    put(`${p}.mixer.out_proj.weight`, [d, di1], linear([d, di1], 1 / Math.sqrt(cfg.n_layer)));
+    putFfn(p, i);
   };
   const K = cfg.ssm.d_conv;
   put('backbone.embedding.weight', [V, d], rng().normal(V * d, 0.02));
   cfg.layer_types.forEach((kind, i) => {
     const p = `backbone.layers.${i}`;
     if (kind === 'sal') return putSal(p);
-    if (kind === 'attention') return putAttention(p);
-    if (kind !== 'mamba2') throw new Error(`createRandomModel: layer ${i} is "${kind}"; only mamba2, sal and attention layers can be generated yet`);
+    if (kind === 'attention') return putAttention(p, i);
+    if (kind === 'mamba1') return putMamba1(p, i);
     put(`${p}.norm.weight`, [d], near(d, 1, 0.1));
     put(`${p}.mixer.in_proj.weight`, [dip, d], linear([dip, d]));
     put(`${p}.mixer.conv1d.weight`, [cd, 1, K], rng().uniform(cd * K, -1 / Math.sqrt(K), 1 / Math.sqrt(K)));

@@ -1,0 +1,285 @@
+// The Jamba baselines (MODEL.md section 7): the original (Mamba-1 mixers with dt/B/C norms,
+// attention without positions, dense and mixture-of-experts FFNs) and the Taipan paper's variant
+// (Mamba-2 trunk with full RoPE attention), each against the float64 reference
+// test/reference/jamba.ts, with the invariants: chunked prefill == one-shot == token-by-token
+// decode, a batch == its sequences alone; and the jamba configs, presets and checkpoints.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { ConfigError, PRESETS, configToJson, countParameters, getPreset, parseConfig, type ModelConfig } from '../lib/config.js';
+import { CausalLM } from '../lib/models/causal_lm.js';
+import { JambaModel } from '../lib/models/jamba.js';
+import { SafetensorsFile, writeSafetensors } from '../lib/safetensors.js';
+import { relError, tempDir, writeModel } from './helpers/models.js';
+import { jambaForward, type RefJambaConfig } from './reference/jamba.js';
+
+/** A small original Jamba: d 32, 8 layers (attention at 4), MoE of 4 experts top-2 on odd layers. */
+function smallJambaConfig(over: Record<string, unknown> = {}): ModelConfig {
+  return parseConfig({
+    model_type: 'jamba',
+    d_model: 32,
+    n_layer: 8,
+    vocab_size: 100,
+    pad_vocab_size_multiple: 16,
+    tie_embeddings: false,
+    mamba: { d_state: 8, d_conv: 4, expand: 2 },
+    attn: { n_heads: 4, n_kv_heads: 2, head_dim: 8, d_ff: 48 },
+    moe: { n_experts: 4, top_k: 2 },
+    ...over,
+  });
+}
+
+/** A small paper-variant Jamba: 7 Mamba-2 layers then RoPE attention, twice. */
+function smallPaperJambaConfig(): ModelConfig {
+  return parseConfig({
+    model_type: 'jamba',
+    jamba_variant: 'taipan-paper',
+    d_model: 32,
+    n_layer: 16,
+    vocab_size: 100,
+    pad_vocab_size_multiple: 16,
+    tie_embeddings: true,
+    ssm: { d_state: 8, d_conv: 4, expand: 2, headdim: 16, ngroups: 1, chunk_size: 8 },
+    attn: { n_heads: 4, head_dim: 8, d_ff: 48 },
+  });
+}
+
+function ids(n: number, s: number, vocab = 100): number[] {
+  return Array.from({ length: n }, (_, i) => (s * 37 + i * 13 + ((i * i) % 11)) % vocab);
+}
+const ref = (c: ModelConfig) => c as unknown as RefJambaConfig;
+
+const dirs: { cleanup(): void }[] = [];
+afterAll(() => dirs.forEach((d) => d.cleanup()));
+
+async function build(cfg: ModelConfig, s: number, opts: { prefillChunk?: number } = {}) {
+  const dir = tempDir();
+  dirs.push(dir);
+  const weights = await writeModel(cfg, dir.dir, s);
+  const model = await JambaModel.load(dir.dir, { backend: 'cpu', ...opts });
+  return { dir: dir.dir, weights, model };
+}
+
+describe('jamba configs', () => {
+  it('the original: 1 attention in 8 at index 4, Mamba-1 elsewhere, MoE on odd layers, no RoPE', () => {
+    const cfg = smallJambaConfig({ n_layer: 16 });
+    expect(cfg.jamba_variant).toBe('original');
+    expect(cfg.layer_types.map((t) => (t === 'attention' ? 'A' : 'M')).join('')).toBe('MMMMAMMMMMMMAMMM');
+    expect(cfg.mamba).toEqual({ d_state: 8, d_conv: 4, expand: 2, dt_rank: 2 }); // ceil(32 / 16)
+    expect(cfg.moe).toEqual({ n_experts: 4, top_k: 2, every: 2, offset: 1 });
+    expect(cfg.attn!.rope_theta).toBeNull();
+    expect(parseConfig(configToJson(cfg))).toEqual(cfg);
+    const dense = smallJambaConfig({ moe: false, attn_offset: 0, attn: { n_heads: 4, head_dim: 8, d_ff: 48, rope_theta: 1000 } });
+    expect(dense.moe).toBeUndefined();
+    expect(dense.layer_types[0]).toBe('attention');
+    expect(dense.attn!.rope_theta).toBe(1000);
+    expect(parseConfig(configToJson(dense))).toEqual(dense);
+  });
+
+  it('the paper variant: the Taipan trunk with attention after every 7 Mamba-2 layers', () => {
+    const cfg = smallPaperJambaConfig();
+    expect(cfg.layer_types.map((t) => (t === 'attention' ? 'A' : 'M')).join('')).toBe('MMMMMMMAMMMMMMMA');
+    expect(cfg.attn!.rope_theta).toBe(10000);
+    expect(parseConfig(configToJson(cfg))).toEqual(cfg);
+  });
+
+  it('presets at the Taipan sizes (MODEL.md section 8) and the Jamba-v0.1 shape', () => {
+    for (const [name, d, mamba2, attention] of [
+      ['jamba-190m', 768, 21, 3],
+      ['jamba-450m', 1024, 35, 5],
+      ['jamba-1.3b', 2048, 28, 4],
+    ] as const) {
+      const p = getPreset(name);
+      expect(p.d_model).toBe(d);
+      expect(p.layer_types.filter((t) => t === 'mamba2')).toHaveLength(mamba2);
+      expect(p.layer_types.filter((t) => t === 'attention')).toHaveLength(attention);
+    }
+    const v01 = PRESETS['jamba-v0.1']!;
+    expect(v01.layer_types.filter((t) => t === 'attention')).toHaveLength(4);
+    // Jamba-v0.1 has about 52B parameters in all.
+    expect(countParameters(v01) / 1e9).toBeGreaterThan(50);
+    expect(countParameters(v01) / 1e9).toBeLessThan(54);
+  });
+
+  it('bad jamba configs name the key', () => {
+    const base = { model_type: 'jamba', d_model: 32, n_layer: 8, vocab_size: 100, attn: { n_heads: 4, d_ff: 48 } };
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{ ...base, jamba_variant: 'mini' }, /"jamba_variant" must be one of "original", "taipan-paper"/],
+      [{ ...base, attn_offset: 8 }, /"attn_offset" is 8, but it must be below attn_every = 8/],
+      [{ ...base, moe: { n_experts: 2, top_k: 3 } }, /"moe.top_k" is 3, more than n_experts = 2/],
+      [{ ...base, moe: { offset: 2 } }, /"moe.offset" is 2, but it must be below every = 2/],
+      [{ ...base, ssm: { d_state: 16 } }, /"ssm" configures Mamba-2 mixers, but the original Jamba has Mamba-1 mixers/],
+      [{ ...base, jamba_variant: 'taipan-paper', moe: {} }, /"moe" is not part of jamba_variant "taipan-paper"/],
+      [{ ...base, mamba: { dt_rank: 0 } }, /"mamba.dt_rank" must be a positive integer/],
+      [{ ...base, layer_types: ['mamba2', 'attention'], n_layer: 2 }, /entry 0 is "mamba2": the original Jamba has "mamba1" and "attention" layers only/],
+      [{ ...base, attn: undefined }, /"attn" is required because the model has attention layers/],
+      [{ model_type: 'mamba2', d_model: 32, n_layer: 2, vocab_size: 100, layer_types: ['mamba1', 'mamba2'] }, /entry 0 is "mamba1": Mamba-1 layers belong to the original Jamba/],
+      [{ model_type: 'transformer', d_model: 32, n_layer: 1, vocab_size: 100, attn: { n_heads: 4, d_ff: 8, rope_theta: null } }, /only Jamba attention runs without positions/],
+    ];
+    for (const [json, msg] of bad) expect(() => parseConfig(json), msg.source).toThrow(msg);
+    expect(() => parseConfig({ ...base, attn_offset: 8 })).toThrow(ConfigError);
+  });
+});
+
+describe('JambaModel (original) vs the reference', () => {
+  it('logits at every position; Mamba-1, attention without RoPE, dense and MoE layers', async () => {
+    const cfg = smallJambaConfig();
+    const { weights, model } = await build(cfg, 3, { prefillChunk: 13 });
+    try {
+      expect(model).toBeInstanceOf(JambaModel);
+      const seq = ids(41, 1);
+      const got = await model.prefill(seq, { logits: 'all' });
+      const want = jambaForward(ref(cfg), weights, [seq], null);
+      expect(relError(got.logits, want.logits)).toBeLessThan(1e-4);
+      got.states.forEach((s) => s.dispose());
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('a batch of 3 decoding from different prompts matches the reference step by step', async () => {
+    const cfg = smallJambaConfig({ moe: { n_experts: 5, top_k: 1 } });
+    const { weights, model } = await build(cfg, 4);
+    try {
+      const prompts = [ids(9, 4), ids(1, 5), ids(20, 6)];
+      const states = [];
+      const refStates = [];
+      for (const p of prompts) {
+        const r = await model.prefill(p);
+        states.push(r.states[0]!);
+        refStates.push(jambaForward(ref(cfg), weights, [p], null).state);
+      }
+      const V = cfg.vocab_padded;
+      for (let s = 0; s < 6; s++) {
+        const toks = [s % 100, (s * 7) % 100, (s * 13 + 5) % 100];
+        const row = await model.step(toks, states);
+        for (let b = 0; b < 3; b++) {
+          const w = jambaForward(ref(cfg), weights, [[toks[b]!]], refStates[b]!);
+          refStates[b] = w.state;
+          expect(relError(row.subarray(b * V, (b + 1) * V), w.logits)).toBeLessThan(1e-4);
+        }
+      }
+      states.forEach((s) => s.dispose());
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+describe('JambaModel (taipan-paper variant) vs the reference', () => {
+  it('logits at every position, prompts longer than the SSD chunk', async () => {
+    const cfg = smallPaperJambaConfig();
+    const { weights, model } = await build(cfg, 5, { prefillChunk: 19 });
+    try {
+      const seq = ids(45, 2);
+      const got = await model.prefill(seq, { logits: 'all' });
+      const want = jambaForward(ref(cfg), weights, [seq], null);
+      expect(relError(got.logits, want.logits)).toBeLessThan(1e-4);
+      got.states.forEach((s) => s.dispose());
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+for (const variant of ['original', 'taipan-paper'] as const) {
+  describe(`JambaModel invariants (${variant})`, () => {
+    let model: JambaModel;
+    let oneShot: JambaModel;
+    const cfg = variant === 'original' ? smallJambaConfig() : smallPaperJambaConfig();
+    const seq = ids(70, 9);
+    beforeAll(async () => {
+      const built = await build(cfg, 41, { prefillChunk: 17 });
+      model = built.model;
+      oneShot = await JambaModel.load(built.dir, { backend: 'cpu', prefillChunk: 1000 });
+    });
+    afterAll(() => {
+      model.dispose();
+      oneShot.dispose();
+    });
+
+    it('chunked prefill == one-shot prefill == token-by-token decode', async () => {
+      const chunked = await model.prefill(seq, { logits: 'all' });
+      const whole = await oneShot.prefill(seq, { logits: 'all' });
+      expect(relError(chunked.logits, whole.logits)).toBeLessThan(1e-5);
+      chunked.states.forEach((s) => s.dispose());
+      whole.states.forEach((s) => s.dispose());
+
+      const V = cfg.vocab_padded;
+      const state = model.createState();
+      const first = await model.prefill(seq.slice(0, 1), { states: [state] });
+      expect(relError(first.logits, whole.logits.subarray(0, V))).toBeLessThan(1e-5);
+      for (let i = 1; i < seq.length; i++) {
+        const row = await model.step([seq[i]!], [state]);
+        expect(relError(row, whole.logits.subarray(i * V, (i + 1) * V))).toBeLessThan(1e-5);
+      }
+      state.dispose();
+    });
+
+    it('a batch equals each sequence run alone', async () => {
+      const seqs = [ids(23, 1), ids(23, 2), ids(23, 3)];
+      const batch = await model.prefill(seqs, { logits: 'all' });
+      const V = cfg.vocab_padded;
+      for (let b = 0; b < 3; b++) {
+        const alone = await model.prefill(seqs[b]!, { logits: 'all' });
+        expect(relError(batch.logits.subarray(b * 23 * V, (b + 1) * 23 * V), alone.logits)).toBeLessThan(1e-5);
+        alone.states.forEach((s) => s.dispose());
+      }
+      batch.states.forEach((s) => s.dispose());
+    });
+
+    it('greedy generation equals argmax of the one-shot logits', async () => {
+      const out = await model.generateGreedy(seq.slice(0, 10), { maxTokens: 5 });
+      const all = [...seq.slice(0, 10), ...out];
+      const whole = await oneShot.prefill(all.slice(0, 14), { logits: 'all' });
+      const V = cfg.vocab_padded;
+      for (let i = 0; i < 5; i++) {
+        const row = whole.logits.subarray((9 + i) * V, (10 + i) * V);
+        let best = 0;
+        for (let j = 1; j < cfg.vocab_size; j++) if (row[j]! > row[best]!) best = j;
+        expect(out[i]).toBe(best);
+      }
+      whole.states.forEach((s) => s.dispose());
+    });
+  });
+}
+
+describe('jamba checkpoints', () => {
+  it('CausalLM.load runs a jamba directory; JambaModel refuses other model types', async () => {
+    const cfg = smallJambaConfig();
+    const { dir, model } = await build(cfg, 8);
+    model.dispose();
+    const m = await CausalLM.load(dir, { backend: 'cpu' });
+    expect(m.layers.map((l) => l.kind)).toEqual(['mamba1', 'mamba1', 'mamba1', 'mamba1', 'attention', 'mamba1', 'mamba1', 'mamba1']);
+    m.dispose();
+    const other = tempDir();
+    dirs.push(other);
+    await writeModel(parseConfig({ model_type: 'mamba2', d_model: 32, n_layer: 1, vocab_size: 100, ssm: { headdim: 16, d_state: 8 } }), other.dir, 1);
+    await expect(JambaModel.load(other.dir, { backend: 'cpu' })).rejects.toThrow(/JambaModel runs model_type "jamba", got "mamba2"/);
+  });
+
+  it('a missing expert or a misshapen Mamba-1 tensor is named', async () => {
+    const cfg = smallJambaConfig();
+    for (const [drop, reshape, msg] of [
+      ['backbone.layers.3.moe.experts.2.fc2.weight', null, /missing tensor backbone\.layers\.3\.moe\.experts\.2\.fc2\.weight/],
+      [null, 'backbone.layers.2.mixer.A_log', /tensor backbone\.layers\.2\.mixer\.A_log has shape \[1024\], but the config needs \[64, 8\]/],
+    ] as const) {
+      const { dir, cleanup } = tempDir();
+      dirs.push({ cleanup });
+      await writeModel(cfg, dir, 9);
+      const file = `${dir}/model.safetensors`;
+      const src = SafetensorsFile.open(file);
+      const kept = src
+        .names()
+        .filter((name) => name !== drop)
+        .map((name) => {
+          const x = src.read(name);
+          const shape = name === reshape ? [x.shape.reduce((a, b) => a * b, 1) * 2] : x.shape;
+          const bytes = name === reshape ? new Uint8Array([...x.bytes, ...x.bytes]) : x.bytes;
+          return { name, dtype: x.dtype, shape, data: bytes };
+        });
+      src.close();
+      writeSafetensors(file, kept);
+      await expect(JambaModel.load(dir, { backend: 'cpu' })).rejects.toThrow(msg);
+    }
+  });
+});
