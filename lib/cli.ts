@@ -154,6 +154,11 @@ async function random(args: string[]): Promise<number> {
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  // `taipan <command> --help` prints the usage rather than failing on an unknown option.
+  if (cmd !== undefined && (rest.includes('--help') || rest.includes('-h'))) {
+    console.log(USAGE);
+    return 0;
+  }
   switch (cmd) {
     case 'doctor':
       return doctor(rest);

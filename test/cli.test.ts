@@ -32,6 +32,15 @@ describe('taipan CLI', () => {
     }
   });
 
+  it('<command> --help prints the usage, with every preset including the Jamba ones', async () => {
+    for (const argv of [['bench', '--help'], ['bench', 'latency', '-h'], ['generate', '--help']]) {
+      const r = await runCli(argv);
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(/^usage: taipan <command>/);
+      expect(r.out).toMatch(/presets: .*jamba-190m/);
+    }
+  });
+
   it('rejects unknown commands and bad options', async () => {
     expect((await runCli(['frobnicate'])).code).toBe(1);
     await expect(main(['generate', '--model', '/nonexistent', '--ids', '1,x'])).rejects.toThrow(/--ids must be comma-separated integers/);

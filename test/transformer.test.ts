@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { formatLatencyBenchmark, latencySvg, presetFor, type LatencyResult } from '../lib/bench/latency.js';
+import { ProgressBar } from '../lib/bench/progress.js';
 import { ConfigError, PRESETS, parseConfig, type ModelConfig } from '../lib/config.js';
 import { KvCacheState } from '../lib/layers/attention_block.js';
 import { addon, type NativeTensor } from '../lib/native.js';
@@ -458,6 +459,29 @@ describe('bench latency: presets, table and chart', () => {
       selection: model === 'taipan' ? 0.15 : undefined,
       rows: [128, 256, 512].map((length) => ({ length, totalMs: length * (10 + i), prefillMs: 50, msPerToken: 10 + i, peakRssMiB: 800 + i * length, stateMiB: i * length })),
     })),
+  });
+
+  it('draws a progress bar in place on a terminal, and nothing elsewhere', () => {
+    const fake = (isTTY: boolean) => {
+      const out: string[] = [];
+      return { out, stream: { isTTY, write: (s: string) => out.push(s) > 0 } as unknown as NodeJS.WriteStream };
+    };
+    const tty = fake(true);
+    const bar = new ProgressBar('jamba', tty.stream);
+    bar.update(1, 4);
+    bar.update(2, 4); // within 100 ms of the last draw: skipped
+    bar.update(4, 4); // the end is always drawn
+    bar.clear();
+    expect(tty.out).toEqual([
+      `\r  jamba [${'#'.repeat(8)}${'.'.repeat(22)}] 1/4 tokens\x1b[K`,
+      `\r  jamba [${'#'.repeat(30)}] 4/4 tokens\x1b[K`,
+      '\r\x1b[K',
+    ]);
+    const pipe = fake(false);
+    const quiet = new ProgressBar('jamba', pipe.stream);
+    quiet.update(4, 4);
+    quiet.clear();
+    expect(pipe.out).toEqual([]);
   });
 
   it('runs every model at the Taipan sizes of MODEL.md section 8', () => {

@@ -39,6 +39,7 @@ import { createRandomModel, randomTokenIds } from '../models/random.js';
 import { JambaModel } from '../models/jamba.js';
 import { TaipanModel } from '../models/taipan.js';
 import { TransformerModel } from '../models/transformer.js';
+import { ProgressBar } from './progress.js';
 
 export const LATENCY_MODELS = ['taipan', 'mamba2', 'transformer', 'jamba'] as const;
 export type LatencyModel = (typeof LATENCY_MODELS)[number];
@@ -249,7 +250,7 @@ interface Reached {
 }
 
 /** One greedy generation; returns the prefill time and when (and with what memory) each length was reached. */
-async function generate(model: CausalLM, prompt: number[], lengths: number[], onLength?: (n: number, ms: number) => void) {
+async function generate(model: CausalLM, prompt: number[], lengths: number[], onLength?: (n: number, ms: number) => void, bar?: ProgressBar) {
   const V = model.config.vocab_size;
   const state = model.createState();
   try {
@@ -261,9 +262,11 @@ async function generate(model: CausalLM, prompt: number[], lengths: number[], on
     const last = Math.max(...lengths);
     for (let n = 1; ; n++) {
       // `token` is generated token n.
+      bar?.update(n, last);
       if (lengths.includes(n)) {
         const ms = now() - t0;
         at.set(n, { ms, peakRssMiB: peakRssMiB(), stateMiB: stateMiB(state) });
+        bar?.clear();
         onLength?.(n, ms);
       }
       if (n === last) break;
@@ -279,7 +282,9 @@ async function generate(model: CausalLM, prompt: number[], lengths: number[], on
 async function latencyRows(model: CausalLM, task: ChildTask, prompt: number[], log: (l: string) => void): Promise<LatencyRow[]> {
   await generate(model, prompt, [Math.min(4, Math.max(...task.lengths))]); // warm-up
   model.resetSelection();
-  const run = await generate(model, prompt, task.lengths, (n, ms) => log(`${n} tokens: ${(ms / 1000).toFixed(2)} s`));
+  const bar = new ProgressBar(task.model);
+  const run = await generate(model, prompt, task.lengths, (n, ms) => log(`${n} tokens: ${(ms / 1000).toFixed(2)} s`), bar);
+  bar.clear();
   return task.lengths.map((length) => {
     const { ms: totalMs, peakRssMiB, stateMiB } = run.at.get(length)!;
     return { length, totalMs, prefillMs: run.prefillMs, msPerToken: (totalMs - run.prefillMs) / (length - 1), peakRssMiB, stateMiB };
@@ -291,12 +296,16 @@ async function memoryRows(model: CausalLM, task: ChildTask, ids: number[], log: 
   const rows: LatencyRow[] = [];
   try {
     let pos = 0;
+    const bar = new ProgressBar(task.model);
+    const end = Math.max(...task.lengths);
     for (const length of task.lengths) {
       while (pos < length) {
         const n = Math.min(task.chunk, length - pos);
         await model.prefill(ids.slice(pos, pos + n), { states: [state] });
         pos += n;
+        bar.update(pos, end);
       }
+      bar.clear();
       const row = { length, peakRssMiB: peakRssMiB(), stateMiB: stateMiB(state) };
       rows.push(row);
       log(`${length} tokens of context: peak RSS ${row.peakRssMiB.toFixed(0)} MiB, state ${row.stateMiB.toFixed(1)} MiB`);
