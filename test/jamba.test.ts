@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ConfigError, PRESETS, configToJson, countParameters, getPreset, parseConfig, type ModelConfig } from '../lib/config.js';
 import { CausalLM } from '../lib/models/causal_lm.js';
+import { loadModel } from '../lib/generate.js';
 import { JambaModel } from '../lib/models/jamba.js';
 import { SafetensorsFile, writeSafetensors } from '../lib/safetensors.js';
 import { relError, tempDir, writeModel } from './helpers/models.js';
@@ -280,6 +281,25 @@ describe('jamba checkpoints', () => {
       src.close();
       writeSafetensors(file, kept);
       await expect(JambaModel.load(dir, { backend: 'cpu' })).rejects.toThrow(msg);
+    }
+  });
+});
+
+describe('jamba in the generation engine', () => {
+  it('concurrent greedy requests each give what generateGreedy gives alone (slots reused)', async () => {
+    const cfg = smallJambaConfig();
+    const { dir, model: direct } = await build(cfg, 12);
+    const engine = await loadModel(dir, { backend: 'cpu', maxSequences: 3 });
+    try {
+      const prompts = [ids(5, 1), ids(12, 2), ids(1, 3), ids(30, 4), ids(7, 5)];
+      const want = [];
+      for (const p of prompts) want.push(await direct.generateGreedy(p, { maxTokens: 12 }));
+      // Five requests over three slots: two of them reuse a finished request's state.
+      const got = await Promise.all(prompts.map((p) => engine.complete(p, { maxTokens: 12, temperature: 0, ignoreEos: true })));
+      expect(got.map((g) => g.tokens)).toEqual(want);
+    } finally {
+      await engine[Symbol.asyncDispose]();
+      direct.dispose();
     }
   });
 });
