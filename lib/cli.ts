@@ -43,7 +43,7 @@ commands:
   bench throughput [--preset NAME] [--concurrency 1,4,16,64] [--max-tokens 32] [--json FILE]
                              total tokens/s and latency of concurrent requests (batching)
   bench latency [--models taipan,mamba2,transformer,jamba] [--size 190m|450m|1.3b] [--lengths 128,256,512]
-                [--prompt 100] [--repeats 1] [--threads 2] [--json FILE] [--svg FILE] [--log-x]
+                [--prompt 100] [--repeats 1] [--threads 2] [--backend cpu|cuda] [--json FILE] [--svg FILE] [--log-x]
                              the paper's Figure 1b: greedy generation latency vs length, batch 1,
                              each model in a fresh process (random weights, cached)
   bench latency --memory [--lengths 1024,4096,16384] [--chunk 512] [--svg FILE]

@@ -1,5 +1,15 @@
 // taipan: run Taipan language models (and the Mamba-2, Transformer++ and Jamba baselines) from Node.js.
-export { getBackendInfo, resolveBackend, setThreads, getThreads, type BackendName, type BackendInfo } from './backend.js';
+export {
+  getBackendInfo,
+  resolveBackend,
+  setThreads,
+  getThreads,
+  cudaMemory,
+  cudaReleaseCache,
+  type BackendName,
+  type BackendInfo,
+  type CudaMemoryInfo,
+} from './backend.js';
 export { addon, type NativeTensor, type NativeStream, type DeviceName } from './native.js';
 export { Ops } from './ops.js';
 export {

@@ -636,6 +636,244 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
     }
   });
 
+  describe('attention and kv_append (Transformer++)', () => {
+    interface Case {
+      B: number;
+      L: number;
+      Hq: number;
+      Hkv: number;
+      hd: number;
+      starts: number[];
+      form: 'list' | 'batched';
+      cacheDtype?: 'f32' | 'bf16';
+      strided?: boolean;
+    }
+    /**
+     * attention then kv_append of one chunk on both backends, over caches that hold starts[b]
+     * random rows and NaN past them (rows neither op may read). Checks out (bf16 vs fp32) and
+     * the caches afterwards (exact: the chunk's keys and values are bf16 values).
+     */
+    function check(c: Case) {
+      const { B, L, Hq, Hkv, hd, starts } = c;
+      const [M, HQ, HKV] = [B * L, Hq * hd, Hkv * hd];
+      const q = rand(M * HQ);
+      const k = rand(M * HKV);
+      const v = rand(M * HKV);
+      // Capacities differ per sequence in the list form; the batched form takes the largest.
+      const caps = starts.map((s0, b) => s0 + L + 2 + (c.form === 'list' ? 3 * b : 0));
+      const cap = Math.max(...caps);
+      const cacheRows = (rows: number, s0: number) => {
+        const data = new Float32Array(rows * HKV).fill(NaN);
+        data.set(rand(s0 * HKV));
+        return data;
+      };
+      const kPast = starts.map((s0, b) => cacheRows(c.form === 'list' ? caps[b]! : cap, s0));
+      const vPast = starts.map((s0, b) => cacheRows(c.form === 'list' ? caps[b]! : cap, s0));
+      const caches = (device: DeviceName, past: Float32Array[]) => {
+        const dt: DTypeName = device === 'cuda' ? (c.cacheDtype ?? 'f32') : 'f32';
+        if (c.form === 'list') return past.map((d, b) => on(device, d, [caps[b]!, HKV], dt));
+        const all = new Float32Array(B * cap * HKV);
+        past.forEach((d, b) => all.set(d, b * cap * HKV));
+        return on(device, all, [B, cap, HKV], dt);
+      };
+      const outs: Record<string, NativeTensor> = {};
+      const cacheOut: Record<string, [NativeTensor | NativeTensor[], NativeTensor | NativeTensor[]]> = {};
+      for (const device of ['cpu', 'cuda'] as const) {
+        const ops = device === 'cuda' ? gpu : cpu;
+        const act: DTypeName = device === 'cuda' ? 'bf16' : 'f32';
+        const s = c.strided;
+        const qT = s ? strided(device, q, M, HQ, HQ + 7, 3, act) : on(device, q, [M, HQ], act);
+        const kT = s ? strided(device, k, M, HKV, HKV + 5, 1, act) : on(device, k, [M, HKV], act);
+        const vT = s ? strided(device, v, M, HKV, 2 * HKV + 1, HKV, act) : on(device, v, [M, HKV], act);
+        const out = s ? strided(device, new Float32Array(M * HQ).fill(NaN), M, HQ, HQ + 4, 2, act) : on(device, new Float32Array(M * HQ).fill(NaN), [M, HQ], act);
+        const start = native.tensor(Int32Array.from(starts), [B], 'i32', device);
+        const kCache = caches(device, kPast);
+        const vCache = caches(device, vPast);
+        ops.attention({ q: qT, k: kT, v: vT, start, kCache, vCache, out }, { batch: B, headDim: hd });
+        ops.kvAppend({ k: kT, v: vT, start, kCache, vCache }, B);
+        outs[device] = out;
+        cacheOut[device] = [kCache, vCache];
+      }
+      run();
+      const got = read(outs.cuda!);
+      expect(got.some(Number.isNaN)).toBe(false);
+      expect(bf16Error(got, read(outs.cpu!), 1e-3)).toBeLessThan(1);
+      const flat = (x: NativeTensor | NativeTensor[]) => (Array.isArray(x) ? concat(x) : read(x));
+      for (const i of [0, 1]) expect(flat(cacheOut.cuda![i]!)).toEqual(flat(cacheOut.cpu![i]!));
+    }
+
+    const cases: Case[] = [
+      // Decode (L = 1) over caches of 1, 37 and 300 rows (the last is split over the keys).
+      { B: 1, L: 1, Hq: 4, Hkv: 2, hd: 16, starts: [1], form: 'list' },
+      { B: 1, L: 1, Hq: 4, Hkv: 2, hd: 64, starts: [37], form: 'batched' },
+      { B: 1, L: 1, Hq: 4, Hkv: 2, hd: 64, starts: [300], form: 'list' },
+      { B: 3, L: 1, Hq: 4, Hkv: 2, hd: 64, starts: [1, 37, 300], form: 'list' },
+      { B: 3, L: 1, Hq: 4, Hkv: 2, hd: 16, starts: [300, 1, 37], form: 'batched', strided: true },
+      { B: 3, L: 1, Hq: 4, Hkv: 1, hd: 64, starts: [300, 5, 37], form: 'list' },
+      { B: 1, L: 1, Hq: 2, Hkv: 2, hd: 64, starts: [0], form: 'list' },
+      // Prefill of 17 tokens, with and without a prior cache.
+      { B: 1, L: 17, Hq: 4, Hkv: 2, hd: 16, starts: [0], form: 'list' },
+      { B: 1, L: 17, Hq: 4, Hkv: 2, hd: 64, starts: [300], form: 'batched' },
+      { B: 3, L: 17, Hq: 4, Hkv: 1, hd: 64, starts: [0, 37, 300], form: 'list', strided: true },
+      { B: 3, L: 17, Hq: 4, Hkv: 2, hd: 16, starts: [5, 0, 140], form: 'batched' },
+      // head_dim not a multiple of 32, and above 128 (more than 48 KB of shared memory).
+      { B: 2, L: 3, Hq: 2, Hkv: 1, hd: 40, starts: [3, 50], form: 'list' },
+      { B: 1, L: 5, Hq: 2, Hkv: 1, hd: 160, starts: [40], form: 'batched' },
+      // bf16 caches.
+      { B: 2, L: 3, Hq: 4, Hkv: 2, hd: 64, starts: [10, 130], form: 'list', cacheDtype: 'bf16' },
+      { B: 2, L: 1, Hq: 4, Hkv: 2, hd: 32, starts: [300, 2], form: 'batched', cacheDtype: 'bf16' },
+    ];
+    for (const c of cases) {
+      const name = `B=${c.B} L=${c.L} heads ${c.Hq}/${c.Hkv} hd=${c.hd} starts [${c.starts}] ${c.form}${c.cacheDtype === 'bf16' ? ' bf16' : ''} caches${c.strided ? ', strided' : ''}`;
+      it(name, () => check(c));
+    }
+
+    it('a chunk that does not fit when the op runs: NaN output for that sequence, its cache untouched', () => {
+      const [B, L, H, hd] = [2, 2, 2, 16];
+      const HD = H * hd;
+      const x = () => on('cuda', rand(B * L * HD), [B * L, HD], 'bf16');
+      const caches = [0, 1].map(() => on('cuda', rand(5 * HD), [5, HD]));
+      const vCaches = [0, 1].map(() => on('cuda', rand(5 * HD), [5, HD]));
+      const before = [...caches, ...vCaches].map(read);
+      const out = native.empty([B * L, HD], 'bf16', 'cuda');
+      // Sequence 0 fits (rows 3, 4); sequence 1 would need rows 4, 5 of 5.
+      const start = native.tensor(Int32Array.from([3, 4]), [B], 'i32', 'cuda');
+      const [k, v] = [x(), x()];
+      gpu.attention({ q: x(), k, v, start, kCache: caches, vCache: vCaches, out }, { batch: B, headDim: hd });
+      gpu.kvAppend({ k, v, start, kCache: caches, vCache: vCaches }, B);
+      run();
+      const o = read(out);
+      expect(o.subarray(0, L * HD).some(Number.isNaN)).toBe(false);
+      expect(o.subarray(L * HD).every(Number.isNaN)).toBe(true);
+      expect(read(caches[1]!)).toEqual(before[1]);
+      expect(read(vCaches[1]!)).toEqual(before[3]);
+      expect(read(caches[0]!).subarray(3 * HD)).toEqual(read(k).subarray(0, L * HD));
+      // A negative start, with the keys split (long cache, one sequence).
+      const big = [on('cuda', rand(400 * HD), [400, HD])];
+      const bigV = [on('cuda', rand(400 * HD), [400, HD])];
+      const o1 = native.empty([1, HD], 'bf16', 'cuda');
+      const neg = native.tensor(Int32Array.from([-1]), [1], 'i32', 'cuda');
+      gpu.attention({ q: x().rows(0, 1), k: x().rows(0, 1), v: x().rows(0, 1), start: neg, kCache: big, vCache: bigV, out: o1 }, { batch: 1, headDim: hd });
+      run();
+      expect(read(o1).every(Number.isNaN)).toBe(true);
+    });
+
+    it('refuses f32 activations, f16 caches, mixed cache dtypes, a chunk longer than a cache and head_dim > 256', () => {
+      const [M, HD] = [2, 32];
+      const b16 = (shape: number[]) => native.empty(shape, 'bf16', 'cuda');
+      const f32 = (shape: number[]) => native.empty(shape, 'f32', 'cuda');
+      const start = native.tensor(Int32Array.from([0, 0]), [2], 'i32', 'cuda');
+      const ok = () => ({ q: b16([M, HD]), k: b16([M, HD]), v: b16([M, HD]), start, kCache: [f32([4, HD]), f32([4, HD])], vCache: [f32([4, HD]), f32([4, HD])], out: b16([M, HD]) });
+      const p = { batch: 2, headDim: 16 };
+      expect(() => gpu.attention({ ...ok(), q: f32([M, HD]) }, p)).toThrow(/attention: on the CUDA backend tensor 'q' must be bf16, got f32 \(activations between ops are bf16/);
+      expect(() => gpu.attention({ ...ok(), v: f32([M, HD]) }, p)).toThrow(/tensor 'v' must be bf16/);
+      expect(() => gpu.attention({ ...ok(), out: f32([M, HD]) }, p)).toThrow(/tensor 'out' must be bf16/);
+      expect(() => gpu.attention({ ...ok(), kCache: [f32([4, HD]), native.empty([4, HD], 'f16', 'cuda')] }, p)).toThrow(/tensor 'k_cache\[1\]' must be f32 or bf16, got f16 \(KV caches/);
+      expect(() => gpu.attention({ ...ok(), vCache: native.empty([2, 4, HD], 'f16', 'cuda') }, p)).toThrow(/tensor 'v_cache' must be f32 or bf16/);
+      expect(() => gpu.attention({ ...ok(), vCache: [b16([4, HD]), b16([4, HD])] }, p)).toThrow(/KV caches must all have one dtype, got f32 and bf16/);
+      expect(() => gpu.attention({ ...ok(), kCache: [f32([4, HD]), f32([0, HD])], vCache: [f32([4, HD]), f32([0, HD])] }, p)).toThrow(/sequence 1's KV cache holds 0 rows, fewer than the 1 new tokens/);
+      expect(() => gpu.attention({ ...ok(), start: native.tensor(Float32Array.of(0, 0), [2], 'f32', 'cuda') }, p)).toThrow(/tensor 'start' has dtype f32/);
+      expect(() => gpu.attention({ ...ok(), start: native.tensor(Int32Array.of(0, 0), [2], 'i32') }, p)).toThrow(/tensor 'start' is on cpu/);
+      expect(() => gpu.attention({ ...ok(), q: b16([M, 1024]), out: b16([M, 1024]), k: b16([M, 512]), v: b16([M, 512]), kCache: [f32([4, 512]), f32([4, 512])], vCache: [f32([4, 512]), f32([4, 512])] }, { batch: 2, headDim: 512 })).toThrow(/'head_dim' \(512\) exceeds 256 on the CUDA backend/);
+      expect(() => gpu.kvAppend({ k: f32([M, HD]), v: b16([M, HD]), start, kCache: ok().kCache, vCache: ok().vCache }, 2)).toThrow(/kv_append: on the CUDA backend tensor 'k' must be bf16/);
+      expect(() => gpu.kvAppend({ k: b16([M, HD]), v: b16([M, HD]), start, kCache: f32([2, 0, HD]), vCache: f32([2, 0, HD]) }, 2)).toThrow(/kv_append: sequence 0's KV cache holds 0 rows/);
+      gpu.attention(ok(), p);
+      gpu.kvAppend({ k: b16([M, HD]), v: b16([M, HD]), start, kCache: ok().kCache, vCache: ok().vCache }, 2);
+      run();
+    });
+  });
+
+  describe('rope', () => {
+    for (const [R, H, hd, B, L, theta, ld] of [
+      [1, 4, 16, 1, 1, 10000, 64],
+      [6, 2, 64, 2, 3, 10000, 140],
+      [17, 3, 32, 1, 17, 500000, 96],
+      [4, 1, 130, 4, 1, 10000, 130],
+    ] as const) {
+      it(`R=${R} heads=${H} head_dim=${hd} B=${B} L=${L} theta=${theta}${ld > H * hd ? ', strided rows' : ''}`, () => {
+        const x = rand(R * H * hd, 2);
+        // Positions up to 1e6: the angle must be computed in double as on the CPU.
+        const starts = Int32Array.from({ length: B }, (_, b) => [0, 1_000_003, 37, 65_000][b % 4]!);
+        const xc = strided('cpu', x, R, H * hd, ld, ld - H * hd);
+        const xg = strided('cuda', x, R, H * hd, ld, ld - H * hd, 'bf16');
+        cpu.rope(xc, native.tensor(starts, [B], 'i32'), { headDim: hd, length: L, theta });
+        gpu.rope(xg, native.tensor(starts, [B], 'i32', 'cuda'), { headDim: hd, length: L, theta });
+        run();
+        expect(bf16Error(read(xg), read(xc))).toBeLessThan(1);
+      });
+    }
+    it('with index and count (count read when the op runs; rows past it and bad indices untouched)', () => {
+      const [R, H, hd, B, L] = [7, 2, 32, 2, 4];
+      const x = rand(R * H * hd);
+      const index = Int32Array.from([5, 0, -1, 7, 8, 3, 2]);
+      const starts = Int32Array.from([11, 999_999]);
+      const xc = on('cpu', x, [R, H * hd]);
+      const xg = on('cuda', x, [R, H * hd], 'bf16');
+      const cc = native.tensor(Int32Array.from([5]), [1], 'i32');
+      const cg = native.tensor(Int32Array.from([0]), [1], 'i32', 'cuda');
+      cpu.rope(xc, native.tensor(starts, [B], 'i32'), { headDim: hd, length: L, theta: 10000 }, native.tensor(index, [R], 'i32'), cc);
+      // Recorded while count is 0, run after it became 5.
+      gpu.stream.beginCapture();
+      gpu.rope(xg, native.tensor(starts, [B], 'i32', 'cuda'), { headDim: hd, length: L, theta: 10000 }, native.tensor(index, [R], 'i32', 'cuda'), cg);
+      const graph = gpu.stream.endCapture();
+      cg.write(Int32Array.from([5]));
+      gpu.stream.launch(graph);
+      run();
+      graph.dispose();
+      const got = read(xg);
+      expect(bf16Error(got, read(xc))).toBeLessThan(1);
+      const W = H * hd;
+      for (const r of [2, 4, 5, 6]) expect(got.subarray(r * W, (r + 1) * W)).toEqual(Float64Array.from(x.subarray(r * W, (r + 1) * W)));
+      expect(got.subarray(0, W)).not.toEqual(Float64Array.from(x.subarray(0, W)));
+      expect(() => gpu.rope(on('cuda', x, [R, H * hd]), native.tensor(starts, [B], 'i32', 'cuda'), { headDim: hd, length: L, theta: 10000 })).toThrow(/rope: on the CUDA backend tensor 'x' must be bf16/);
+    });
+  });
+
+  describe('swiglu', () => {
+    for (const [M, F] of [[1, 8], [7, 300], [33, 64]]) {
+      it(`M=${M} F=${F}, strided h`, () => {
+        const h = rand(M! * 2 * F!, 2);
+        const oc = native.empty([M!, F!]);
+        const og = native.empty([M!, F!], 'bf16', 'cuda');
+        cpu.swiglu(strided('cpu', h, M!, 2 * F!, 2 * F! + 6, 2), oc);
+        gpu.swiglu(strided('cuda', h, M!, 2 * F!, 2 * F! + 6, 2, 'bf16'), og);
+        run();
+        expect(bf16Error(read(og), read(oc))).toBeLessThan(1);
+      });
+    }
+    it('with count: the first count rows only, read when the op runs; the rest untouched', () => {
+      const [M, F] = [9, 40];
+      const h = rand(M * 2 * F, 2);
+      const oc = native.tensor(new Float32Array(M * F).fill(7), [M, F]);
+      cpu.swiglu(on('cpu', h, [M, 2 * F]), oc, native.tensor(Int32Array.from([5]), [1], 'i32'));
+      const og = native.tensor(new Float32Array(M * F).fill(7), [M, F], 'bf16', 'cuda');
+      const count = native.tensor(Int32Array.from([0]), [1], 'i32', 'cuda');
+      gpu.stream.beginCapture();
+      gpu.swiglu(on('cuda', h, [M, 2 * F], 'bf16'), og, count);
+      const graph = gpu.stream.endCapture();
+      count.write(Int32Array.from([5]));
+      gpu.stream.launch(graph);
+      run();
+      graph.dispose();
+      const got = read(og);
+      expect(bf16Error(got.subarray(0, 5 * F), read(oc).subarray(0, 5 * F))).toBeLessThan(1);
+      expect(Array.from(got.subarray(5 * F))).toEqual(new Array((M - 5) * F).fill(7));
+      // A count past M means every row; a negative one, none.
+      const full = native.empty([M, F]);
+      cpu.swiglu(on('cpu', h, [M, 2 * F]), full);
+      for (const [n, rows] of [[100, M], [-3, 0]] as const) {
+        const o = native.tensor(new Float32Array(M * F).fill(7), [M, F], 'bf16', 'cuda');
+        gpu.swiglu(on('cuda', h, [M, 2 * F], 'bf16'), o, native.tensor(Int32Array.from([n]), [1], 'i32', 'cuda'));
+        run();
+        const all = read(o);
+        expect(all.subarray(rows * F).every((x) => x === 7)).toBe(true);
+        expect(bf16Error(all.subarray(0, rows * F), read(full).subarray(0, rows * F))).toBeLessThan(1);
+      }
+      expect(() => gpu.swiglu(on('cuda', h, [M, 2 * F]), og)).toThrow(/swiglu: on the CUDA backend tensor 'h' must be bf16/);
+      expect(() => gpu.swiglu(on('cuda', h, [M, 2 * F], 'bf16'), native.empty([M, F], 'f32', 'cuda'))).toThrow(/tensor 'out' must be bf16/);
+    });
+  });
+
   describe('dtype and shape errors name the CUDA rule', () => {
     it('refuses what the kernels do not take', () => {
       const xb = native.empty([4, 8], 'bf16', 'cuda');
@@ -667,7 +905,7 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
       expect(() => gpu.ssdScan({ ...ssd, D: native.empty([2], 'bf16', 'cuda') }, native.empty([4, 8], 'bf16', 'cuda'), { batch: 1, groups: 1, chunk: 4 })).toThrow(/tensor 'D' must be f32/);
       expect(() => gpu.ssdStep(ssd, native.empty([4, 8], 'bf16', 'cuda'), 1, native.empty([4, 2, 4, 4], 'bf16', 'cuda'))).toThrow(/tensor 'state' must be f32/);
       expect(() => gpu.add(xf, xf, native.empty([4, 8], 'f32', 'cuda'))).toThrow(/not implemented on the CUDA backend/);
-      expect(() => gpu.swiglu(native.empty([4, 16], 'bf16', 'cuda'), xb)).toThrow(/not implemented on the CUDA backend/);
+      expect(() => gpu.swiglu(native.empty([4, 16], 'bf16', 'cuda'), native.empty([4, 7], 'bf16', 'cuda'))).toThrow(/tensor 'h' has shape/);
       expect(() => gpu.silu(xf, native.empty([4, 8], 'f32', 'cuda'))).toThrow(/must be bf16/);
     });
   });

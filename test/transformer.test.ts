@@ -499,6 +499,21 @@ describe('bench latency: presets, table and chart', () => {
     expect(formatLatencyBenchmark(result('memory'))).toMatch(/\| mamba2-190m \| 190.0M \| 256 \| 1056 \| 256.0 \|/);
   });
 
+  it('a CUDA run gets a peak device memory column and chart axis', () => {
+    const r = result('latency');
+    r.backend = 'cuda';
+    for (const m of r.results) m.rows.forEach((x, i) => (x.peakDeviceMiB = 400 + i));
+    const text = formatLatencyBenchmark(r);
+    expect(text).toMatch(/batch 1, CUDA/);
+    expect(text).toMatch(/\| peak RSS \(MiB\) \| peak device \(MiB\) \| SAL selected \|/);
+    expect(text).toMatch(/\| taipan-190m \| 190.0M \| 512 \| 5.12 \| 50 \| 10.0 \| 800 \| 402 \| 15.0% \|/);
+    const mem = result('memory');
+    mem.backend = 'cuda';
+    for (const m of mem.results) m.rows.forEach((x) => (x.peakDeviceMiB = 700));
+    expect(latencySvg(mem)).toContain('peak device memory (MiB)');
+    expect(formatLatencyBenchmark(result('latency'))).not.toContain('peak device');
+  });
+
   it('draws one line per model with axes, ticks, labels and a legend, linear or log x', () => {
     const svg = latencySvg(result('latency'));
     expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);

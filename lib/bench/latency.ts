@@ -1,6 +1,7 @@
 // The latency benchmark of the Taipan paper's Figure 1b, behind `taipan bench latency`: Taipan,
 // Mamba-2, the Transformer++ baseline and the paper's Jamba variant at one size (MODEL.md section 8), seeded random weights
-// (written once to a cache directory), batch 1 on the CPU.
+// (written once to a cache directory), batch 1, on the CPU by default (`--backend cuda` for a GPU,
+// where each row also records the peak device memory of the CUDA caching allocator).
 //
 // Latency mode: a random prompt, then greedy generation (model.step in a loop, argmax) up to
 // each length. Generating N tokens means the prompt's prefill (which yields token 1) and N - 1
@@ -18,7 +19,7 @@
 // whichever ran at the time; each length reports the median over the rounds.
 //
 //   taipan bench latency [--models taipan,mamba2,transformer,jamba] [--size 190m] [--lengths 128,256,512]
-//                        [--prompt 100] [--repeats 1] [--threads 2] [--json FILE] [--svg FILE] [--log-x]
+//                        [--prompt 100] [--repeats 1] [--threads 2] [--backend cpu|cuda] [--json FILE] [--svg FILE] [--log-x]
 //   taipan bench latency --memory --lengths 1024,4096,16384 [--chunk 512] [--svg FILE]
 // The defaults take a few minutes on a 2-core CPU (the 190M models, once written, are cached in
 // $TMPDIR/taipan-bench). Figure 1b's shape (the Transformer's time per token grows with its
@@ -32,7 +33,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { setThreads } from '../backend.js';
+import { cudaMemory, setThreads, type BackendName } from '../backend.js';
 import { countParameters, getPreset } from '../config.js';
 import { argmax, type CausalLM } from '../models/causal_lm.js';
 import { createRandomModel, randomTokenIds } from '../models/random.js';
@@ -56,6 +57,8 @@ export interface LatencyOptions {
   /** Measured runs per model (latency mode), in rounds; the median of each length is reported. */
   repeats?: number;
   threads?: number;
+  /** Where the models run (default 'cpu'). */
+  backend?: BackendName;
   /** Peak memory vs context length instead of latency vs generation length. */
   memory?: boolean;
   /** Prefill piece in memory mode (default 512). */
@@ -74,6 +77,8 @@ export interface LatencyRow {
   msPerToken?: number;
   /** Peak resident memory of the process so far. */
   peakRssMiB: number;
+  /** On CUDA: the caching allocator's peak so far (weights, states, scratch). */
+  peakDeviceMiB?: number;
   /** Bytes held by the sequence's state (KV caches, SSM states, ring buffers). */
   stateMiB: number;
 }
@@ -97,6 +102,8 @@ export interface LatencyResult {
   repeats: number;
   threads: number;
   cpu: string;
+  /** Where the models ran; absent in results recorded before the option existed (CPU). */
+  backend?: 'cpu' | 'cuda';
   results: LatencyModelResult[];
 }
 
@@ -116,6 +123,7 @@ interface ChildTask {
   prompt: number;
   threads: number;
   chunk: number;
+  backend: BackendName;
 }
 
 type ChildResult = Omit<LatencyModelResult, 'model' | 'preset' | 'parameters'>;
@@ -138,6 +146,7 @@ export async function runLatencyBenchmark(o: LatencyOptions = {}): Promise<Laten
   const repeats = Math.max(1, o.repeats ?? 1);
   const threads = o.threads ?? 2;
   const chunk = o.chunk ?? 512;
+  const backend = o.backend ?? 'cpu';
   const log = o.log ?? (() => {});
   for (const m of models) if (!LATENCY_MODELS.includes(m)) throw new Error(`unknown model "${m}"; known: ${LATENCY_MODELS.join(', ')}`);
   if (!LATENCY_SIZES.includes(size)) throw new Error(`unknown size "${size}"; known: ${LATENCY_SIZES.join(', ')}`);
@@ -162,11 +171,17 @@ export async function runLatencyBenchmark(o: LatencyOptions = {}): Promise<Laten
   for (let round = 0; round < rounds; round++) {
     for (const run of runs) {
       log(`${run.preset}: ${mode}${rounds > 1 ? `, round ${round + 1}/${rounds}` : ''}, in a fresh process ...`);
-      run.outs.push(runChild({ model: run.model, dir: run.dir, mode, lengths, prompt, threads, chunk }, run.preset));
+      run.outs.push(runChild({ model: run.model, dir: run.dir, mode, lengths, prompt, threads, chunk, backend }, run.preset));
     }
   }
   const results = runs.map(({ model, preset, outs }) => ({ model, preset, parameters: countParameters(getPreset(preset)), ...merge(outs) }));
-  return { date: new Date().toISOString(), mode, size, prompt, repeats: rounds, threads, cpu: cpus()[0]?.model ?? 'unknown', results };
+  const device = outs0Device(runs[0]?.outs[0]);
+  return { date: new Date().toISOString(), mode, size, prompt, repeats: rounds, threads, cpu: cpus()[0]?.model ?? 'unknown', backend: device, results };
+}
+
+/** The device the children reported ('auto' resolves in the child). */
+function outs0Device(out: ChildResult | undefined): 'cpu' | 'cuda' {
+  return out?.rows[0]?.peakDeviceMiB !== undefined ? 'cuda' : 'cpu';
 }
 
 function runChild(task: ChildTask, preset: string): ChildResult {
@@ -187,6 +202,7 @@ function merge(outs: ChildResult[]): ChildResult {
   const rows = outs[0]!.rows.map((first, i) => {
     const all = outs.map((o) => o.rows[i]!);
     const row: LatencyRow = { length: first.length, peakRssMiB: Math.max(...all.map((x) => x.peakRssMiB)), stateMiB: first.stateMiB };
+    if (first.peakDeviceMiB !== undefined) row.peakDeviceMiB = Math.max(...all.map((x) => x.peakDeviceMiB!));
     if (first.totalMs !== undefined) {
       row.totalMs = median(all.map((x) => x.totalMs!));
       row.prefillMs = median(all.map((x) => x.prefillMs!));
@@ -215,8 +231,8 @@ function loaderArgs(): string[] {
 
 // ---- the child: one model in its own process ---------------------------------------------------
 
-async function loadModel(model: LatencyModel, dir: string, prefillChunk: number): Promise<CausalLM> {
-  const opts = { backend: 'cpu' as const, prefillChunk };
+async function loadModel(model: LatencyModel, dir: string, prefillChunk: number, backend: BackendName): Promise<CausalLM> {
+  const opts = { backend, prefillChunk };
   if (model === 'transformer') return TransformerModel.load(dir, opts);
   if (model === 'jamba') return JambaModel.load(dir, opts);
   return TaipanModel.load(dir, opts);
@@ -229,7 +245,7 @@ function stateMiB(state: ReturnType<CausalLM['createState']>): number {
 async function child(task: ChildTask): Promise<ChildResult> {
   setThreads(task.threads);
   const log = (line: string) => process.stderr.write(`  ${task.model}: ${line}\n`);
-  const model = await loadModel(task.model, task.dir, task.mode === 'memory' ? task.chunk : Math.max(task.prompt, 1));
+  const model = await loadModel(task.model, task.dir, task.mode === 'memory' ? task.chunk : Math.max(task.prompt, 1), task.backend);
   try {
     const loadedRssMiB = mib(process.memoryUsage().rss);
     const vocab = model.config.vocab_size;
@@ -246,7 +262,14 @@ async function child(task: ChildTask): Promise<ChildResult> {
 interface Reached {
   ms: number;
   peakRssMiB: number;
+  peakDeviceMiB?: number;
   stateMiB: number;
+}
+
+/** Peak memory now: the process's resident set, and on CUDA the device allocator's peak. */
+function peaks(model: CausalLM): { peakRssMiB: number; peakDeviceMiB?: number } {
+  if (model.device !== 'cuda') return { peakRssMiB: peakRssMiB() };
+  return { peakRssMiB: peakRssMiB(), peakDeviceMiB: mib(cudaMemory().peakBytes) };
 }
 
 /** One greedy generation; returns the prefill time and when (and with what memory) each length was reached. */
@@ -265,7 +288,7 @@ async function generate(model: CausalLM, prompt: number[], lengths: number[], on
       bar?.update(n, last);
       if (lengths.includes(n)) {
         const ms = now() - t0;
-        at.set(n, { ms, peakRssMiB: peakRssMiB(), stateMiB: stateMiB(state) });
+        at.set(n, { ms, ...peaks(model), stateMiB: stateMiB(state) });
         bar?.clear();
         onLength?.(n, ms);
       }
@@ -286,8 +309,8 @@ async function latencyRows(model: CausalLM, task: ChildTask, prompt: number[], l
   const run = await generate(model, prompt, task.lengths, (n, ms) => log(`${n} tokens: ${(ms / 1000).toFixed(2)} s`), bar);
   bar.clear();
   return task.lengths.map((length) => {
-    const { ms: totalMs, peakRssMiB, stateMiB } = run.at.get(length)!;
-    return { length, totalMs, prefillMs: run.prefillMs, msPerToken: (totalMs - run.prefillMs) / (length - 1), peakRssMiB, stateMiB };
+    const { ms: totalMs, ...mem } = run.at.get(length)!;
+    return { length, totalMs, prefillMs: run.prefillMs, msPerToken: (totalMs - run.prefillMs) / (length - 1), ...mem };
   });
 }
 
@@ -306,7 +329,7 @@ async function memoryRows(model: CausalLM, task: ChildTask, ids: number[], log: 
         bar.update(pos, end);
       }
       bar.clear();
-      const row = { length, peakRssMiB: peakRssMiB(), stateMiB: stateMiB(state) };
+      const row: LatencyRow = { length, ...peaks(model), stateMiB: stateMiB(state) };
       rows.push(row);
       log(`${length} tokens of context: peak RSS ${row.peakRssMiB.toFixed(0)} MiB, state ${row.stateMiB.toFixed(1)} MiB`);
     }
@@ -329,28 +352,34 @@ if (process.argv[2] === CHILD_FLAG && process.argv[1] && resolve(process.argv[1]
 // ---- report and chart --------------------------------------------------------------------------
 
 export function formatLatencyBenchmark(r: LatencyResult): string {
-  const head = `${r.mode === 'latency' ? `greedy generation after a ${r.prompt}-token prompt` : 'prefill memory vs context'}, size ${r.size}, batch 1, ${r.threads} threads, ${r.cpu}`;
+  const where = r.backend === 'cuda' ? 'CUDA' : `${r.threads} threads, ${r.cpu}`;
+  const head = `${r.mode === 'latency' ? `greedy generation after a ${r.prompt}-token prompt` : 'prefill memory vs context'}, size ${r.size}, batch 1, ${where}`;
+  // A device column only when the rows have one (a CUDA run).
+  const dev = r.results.some((m) => m.rows.some((x) => x.peakDeviceMiB !== undefined));
+  const devHead = dev ? ' peak device (MiB) |' : '';
+  const devRule = dev ? '---:|' : '';
+  const devCell = (x: LatencyRow) => (dev ? ` ${x.peakDeviceMiB === undefined ? '-' : x.peakDeviceMiB.toFixed(0)} |` : '');
   if (r.mode === 'memory') {
     return [
       head,
       '',
-      '| model | params | context | peak RSS (MiB) | state (MiB) |',
-      '|---|---:|---:|---:|---:|',
+      `| model | params | context | peak RSS (MiB) |${devHead} state (MiB) |`,
+      `|---|---:|---:|---:|${devRule}---:|`,
       ...r.results.flatMap((m) =>
-        m.rows.map((x) => `| ${m.preset} | ${(m.parameters / 1e6).toFixed(1)}M | ${x.length} | ${x.peakRssMiB.toFixed(0)} | ${x.stateMiB.toFixed(1)} |`),
+        m.rows.map((x) => `| ${m.preset} | ${(m.parameters / 1e6).toFixed(1)}M | ${x.length} | ${x.peakRssMiB.toFixed(0)} |${devCell(x)} ${x.stateMiB.toFixed(1)} |`),
       ),
     ].join('\n');
   }
   return [
     head + (r.repeats > 1 ? `, median of ${r.repeats}` : ''),
     '',
-    '| model | params | generated | total (s) | prefill (ms) | decode ms/token | peak RSS (MiB) | SAL selected |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    `| model | params | generated | total (s) | prefill (ms) | decode ms/token | peak RSS (MiB) |${devHead} SAL selected |`,
+    `|---|---:|---:|---:|---:|---:|---:|${devRule}---:|`,
     ...r.results.flatMap((m) =>
       m.rows.map(
         (x) =>
           `| ${m.preset} | ${(m.parameters / 1e6).toFixed(1)}M | ${x.length} | ${(x.totalMs! / 1000).toFixed(2)} | ${x.prefillMs!.toFixed(0)} | ` +
-          `${x.msPerToken!.toFixed(1)} | ${x.peakRssMiB.toFixed(0)} | ${m.selection === undefined ? '-' : (100 * m.selection).toFixed(1) + '%'} |`,
+          `${x.msPerToken!.toFixed(1)} | ${x.peakRssMiB.toFixed(0)} |${devCell(x)} ${m.selection === undefined ? '-' : (100 * m.selection).toFixed(1) + '%'} |`,
       ),
     ),
   ].join('\n');
@@ -359,13 +388,17 @@ export function formatLatencyBenchmark(r: LatencyResult): string {
 /** The result as an SVG line chart: one line per model. */
 export function latencySvg(r: LatencyResult, opts: { logX?: boolean } = {}): string {
   const latency = r.mode === 'latency';
+  const cuda = r.backend === 'cuda';
   return lineChart({
     title: latency
-      ? `Latency vs generation length (${r.size}, ${r.prompt}-token prompt, batch 1, CPU ${r.threads} threads)`
-      : `Peak memory vs context length (${r.size}, prefill, batch 1, CPU)`,
+      ? `Latency vs generation length (${r.size}, ${r.prompt}-token prompt, batch 1, ${cuda ? 'CUDA' : `CPU ${r.threads} threads`})`
+      : `Peak memory vs context length (${r.size}, prefill, batch 1, ${cuda ? 'CUDA' : 'CPU'})`,
     xLabel: latency ? 'generated tokens' : 'context tokens',
-    yLabel: latency ? 'latency (s)' : 'peak RSS (MiB)',
-    series: r.results.map((m) => ({ name: m.preset, points: m.rows.map((x) => [x.length, latency ? x.totalMs! / 1000 : x.peakRssMiB] as [number, number]) })),
+    yLabel: latency ? 'latency (s)' : cuda ? 'peak device memory (MiB)' : 'peak RSS (MiB)',
+    series: r.results.map((m) => ({
+      name: m.preset,
+      points: m.rows.map((x) => [x.length, latency ? x.totalMs! / 1000 : cuda ? (x.peakDeviceMiB ?? x.peakRssMiB) : x.peakRssMiB] as [number, number]),
+    })),
     logX: opts.logX ?? false,
   });
 }
@@ -467,6 +500,7 @@ export async function latencyCommand(args: string[]): Promise<number> {
       prompt: { type: 'string', default: '100' },
       repeats: { type: 'string', default: '1' },
       threads: { type: 'string', default: '2' },
+      backend: { type: 'string', default: 'cpu' },
       chunk: { type: 'string', default: '512' },
       memory: { type: 'boolean', default: false },
       'log-x': { type: 'boolean', default: false },
@@ -482,6 +516,7 @@ export async function latencyCommand(args: string[]): Promise<number> {
   const models = values.models!.split(',').map((m) => m.trim());
   const bad = models.find((m) => !(LATENCY_MODELS as readonly string[]).includes(m));
   if (bad !== undefined) throw new Error(`--models: unknown model "${bad}"; known: ${LATENCY_MODELS.join(', ')}`);
+  if (!['cpu', 'cuda', 'auto'].includes(values.backend!)) throw new Error(`--backend must be cpu, cuda or auto, got "${values.backend}"`);
   if (!(LATENCY_SIZES as readonly string[]).includes(values.size!)) throw new Error(`--size must be one of ${LATENCY_SIZES.join(', ')}, got "${values.size}"`);
   const result = await runLatencyBenchmark({
     models: models as LatencyModel[],
@@ -491,6 +526,7 @@ export async function latencyCommand(args: string[]): Promise<number> {
     repeats: int(values.repeats!, '--repeats', 1),
     threads: int(values.threads!, '--threads', 0),
     chunk: int(values.chunk!, '--chunk', 1),
+    backend: values.backend as BackendName,
     memory: values.memory,
     log: (l) => process.stderr.write(l + '\n'),
   });
