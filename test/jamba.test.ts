@@ -10,39 +10,8 @@ import { CausalLM } from '../lib/models/causal_lm.js';
 import { loadModel } from '../lib/generate.js';
 import { JambaModel } from '../lib/models/jamba.js';
 import { SafetensorsFile, writeSafetensors } from '../lib/safetensors.js';
-import { relError, tempDir, writeModel } from './helpers/models.js';
+import { relError, smallJambaConfig, smallPaperJambaConfig, tempDir, writeModel } from './helpers/models.js';
 import { jambaForward, type RefJambaConfig } from './reference/jamba.js';
-
-/** A small original Jamba: d 32, 8 layers (attention at 4), MoE of 4 experts top-2 on odd layers. */
-function smallJambaConfig(over: Record<string, unknown> = {}): ModelConfig {
-  return parseConfig({
-    model_type: 'jamba',
-    d_model: 32,
-    n_layer: 8,
-    vocab_size: 100,
-    pad_vocab_size_multiple: 16,
-    tie_embeddings: false,
-    mamba: { d_state: 8, d_conv: 4, expand: 2 },
-    attn: { n_heads: 4, n_kv_heads: 2, head_dim: 8, d_ff: 48 },
-    moe: { n_experts: 4, top_k: 2 },
-    ...over,
-  });
-}
-
-/** A small paper-variant Jamba: 7 Mamba-2 layers then RoPE attention, twice. */
-function smallPaperJambaConfig(): ModelConfig {
-  return parseConfig({
-    model_type: 'jamba',
-    jamba_variant: 'taipan-paper',
-    d_model: 32,
-    n_layer: 16,
-    vocab_size: 100,
-    pad_vocab_size_multiple: 16,
-    tie_embeddings: true,
-    ssm: { d_state: 8, d_conv: 4, expand: 2, headdim: 16, ngroups: 1, chunk_size: 8 },
-    attn: { n_heads: 4, head_dim: 8, d_ff: 48 },
-  });
-}
 
 function ids(n: number, s: number, vocab = 100): number[] {
   return Array.from({ length: n }, (_, i) => (s * 37 + i * 13 + ((i * i) % 11)) % vocab);

@@ -139,11 +139,11 @@ export class AttentionBlock implements Layer<KvCacheState> {
     const w = this.w;
 
     // r += pending; x = rms(r, norm); q, k, v with RoPE at each token's absolute position.
-    const x = ws.get('normed', d);
+    const x = ws.get('normed', d, ws.act);
     ops.rmsnorm(residual, pending, w.norm, x, eps);
-    const q = ws.get('attn.q', n_heads * headDim);
-    const k = ws.get('attn.k', n_kv_heads * headDim);
-    const v = ws.get('attn.v', n_kv_heads * headDim);
+    const q = ws.get('attn.q', n_heads * headDim, ws.act);
+    const k = ws.get('attn.k', n_kv_heads * headDim, ws.act);
+    const v = ws.get('attn.v', n_kv_heads * headDim, ws.act);
     ops.linear(x, w.qProj, q);
     ops.linear(x, w.kProj, k);
     ops.linear(x, w.vProj, v);
@@ -156,10 +156,10 @@ export class AttentionBlock implements Layer<KvCacheState> {
     for (const s of states) s.reserve(ops, length);
     const kCache = states.map((s) => s.kCache);
     const vCache = states.map((s) => s.vCache);
-    const attn = ws.get('attn.ctx', n_heads * headDim);
+    const attn = ws.get('attn.ctx', n_heads * headDim, ws.act);
     ops.attention({ q, k, v, start, kCache, vCache, out: attn }, { batch, headDim });
     ops.kvAppend({ k, v, start, kCache, vCache }, batch);
-    const o = ws.get('attn.o', d);
+    const o = ws.get('attn.o', d, ws.act);
     ops.linear(attn, w.oProj, o);
 
     // r += o; then the FFN.

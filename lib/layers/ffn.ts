@@ -59,13 +59,13 @@ export class DenseSwiGlu implements FeedForward {
   forward(ctx: ForwardContext, residual: NativeTensor, delta: NativeTensor): NativeTensor {
     const { ops, ws } = ctx;
     const d = this.cfg.d_model;
-    const h = ws.get('normed', d); // the mixer's input buffer: its last reader is queued before
+    const h = ws.get('normed', d, ws.act); // the mixer's input buffer: its last reader is queued before
     ops.rmsnorm(residual, delta, this.w.norm2, h, this.cfg.norm_eps);
-    const upGate = ws.get('ffn.fc1', 2 * this.dff);
+    const upGate = ws.get('ffn.fc1', 2 * this.dff, ws.act);
     ops.linear(h, this.w.fc1, upGate);
-    const act = ws.get('ffn.act', this.dff);
+    const act = ws.get('ffn.act', this.dff, ws.act);
     ops.swiglu(upGate, act);
-    const out = ws.get('ffn.out', d);
+    const out = ws.get('ffn.out', d, ws.act);
     ops.linear(act, this.w.fc2, out);
     return out;
   }
@@ -113,7 +113,7 @@ export class MixtureOfExperts implements FeedForward {
     const { n_experts: E, top_k: topK } = this.cfg.moe!;
     const M = ws.rows;
 
-    const h = ws.get('normed', d);
+    const h = ws.get('normed', d, ws.act);
     ops.rmsnorm(residual, delta, this.norm2, h, this.cfg.norm_eps);
     const logits = ws.get('moe.logits', E);
     ops.linear(h, this.router, logits);

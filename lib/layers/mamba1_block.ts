@@ -101,19 +101,20 @@ export class Mamba1Block implements Layer<Mamba1State> {
     const w = this.w;
 
     // r += pending; u = rms(r); [x | z] = in_proj(u).
-    const u = ws.get('normed', d);
+    const u = ws.get('normed', d, ws.act);
     ops.rmsnorm(residual, pending, w.norm, u, eps);
-    const xz = ws.get('m1.xz', 2 * di);
+    const xz = ws.get('m1.xz', 2 * di, ws.act);
     ops.linear(u, w.inProj, xz);
     const z = colsView(xz, di, 2 * di);
 
     // Causal conv + SiLU over x, carrying the conv state.
-    const x = ws.get('m1.x', di);
+    const x = ws.get('m1.x', di, ws.act);
     const convStates = states.map((s) => s.conv);
     if (ctx.decode) ops.conv1dUpdate(colsView(xz, 0, di), w.convWeight, w.convBias, x, convStates);
     else ops.conv1dSilu(colsView(xz, 0, di), w.convWeight, w.convBias, x, batch, convStates);
 
     // The input-dependent SSM parameters, each normed; dt through its low-rank projection.
+    // The raw products are fp32 on every device: rmsnorm reads its input as a residual stream.
     const [xpDt, xpB, xpC] = this.xProjParts;
     const dtLow = ws.get('m1.dt_low', R);
     const bRaw = ws.get('m1.b_raw', N);
@@ -121,24 +122,24 @@ export class Mamba1Block implements Layer<Mamba1State> {
     ops.linear(x, xpDt, dtLow);
     ops.linear(x, xpB, bRaw);
     ops.linear(x, xpC, cRaw);
-    const dtLowN = ws.get('m1.dt_low_n', R);
-    const B = ws.get('m1.b', N);
-    const C = ws.get('m1.c', N);
+    const dtLowN = ws.get('m1.dt_low_n', R, ws.act);
+    const B = ws.get('m1.b', N, ws.act);
+    const C = ws.get('m1.c', N, ws.act);
     ops.rmsnorm(dtLow, null, w.dtNorm, dtLowN, eps);
     ops.rmsnorm(bRaw, null, w.bNorm, B, eps);
     ops.rmsnorm(cRaw, null, w.cNorm, C, eps);
-    const dt = ws.get('m1.dt', di);
+    const dt = ws.get('m1.dt', di, ws.act);
     ops.linear(dtLowN, w.dtProj, dt);
 
     // The selective scan, gated by silu(z); one token per sequence is the decode step.
-    const y = ws.get('m1.y', di);
+    const y = ws.get('m1.y', di, ws.act);
     ops.mamba1Scan(
       { x, dt, dt_bias: w.dtBias, A_log: w.aLog, B, C, D: w.d, z },
       y,
       batch,
       states.map((s) => s.ssm),
     );
-    const out = ws.get('mixer_out', d);
+    const out = ws.get('mixer_out', d, ws.act);
     ops.linear(y, w.outProj, out);
     return this.ffn.forward(ctx, residual, out);
   }
