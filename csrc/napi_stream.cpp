@@ -1,6 +1,7 @@
 // The Stream class seen from JavaScript: run(op, tensors, params) enqueues, sync() runs the
 // queued work on a libuv worker thread and resolves a Promise, so the event loop stays free.
 #include <memory>
+#include <mutex>
 
 #include "napi_util.h"
 #include "stream.h"
@@ -72,19 +73,30 @@ class GraphWrap : public Napi::ObjectWrap<GraphWrap> {
     Napi::Function f = DefineClass(env, "Graph", {
       InstanceAccessor<&GraphWrap::Ops>("ops"),
       InstanceAccessor<&GraphWrap::Disposed>("disposed"),
+      InstanceAccessor<&GraphWrap::CudaGraph>("cudaGraph"),
       InstanceMethod<&GraphWrap::Dispose>("dispose"),
     });
     classes(env).graph = Napi::Persistent(f);
     exports.Set("Graph", f);
   }
   explicit GraphWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GraphWrap>(info) {}
-  std::shared_ptr<Stream::Graph> graph;
+  Stream::GraphPtr graph;
 
  private:
   Napi::Value Ops(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), graph ? double(graph->entries.size()) : 0);
   }
   Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !graph); }
+  // Whether its runs are replayed as a CUDA graph now (recorded at its second run on a CUDA
+  // stream, see Stream::Graph).
+  Napi::Value CudaGraph(const Napi::CallbackInfo& info) {
+    bool on = false;
+    if (graph) {
+      std::lock_guard<std::mutex> lock(graph->mu);
+      on = graph->cuda_exec != nullptr;
+    }
+    return Napi::Boolean::New(info.Env(), on);
+  }
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     graph.reset();  // launched copies hold their own references until they have run
     return info.Env().Undefined();
@@ -98,6 +110,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
       InstanceAccessor<&StreamWrap::DeviceName>("device"),
       InstanceAccessor<&StreamWrap::Queued>("queued"),
       InstanceAccessor<&StreamWrap::Disposed>("disposed"),
+      InstanceAccessor<&StreamWrap::GetCudaGraphs, &StreamWrap::SetCudaGraphs>("cudaGraphs"),
       InstanceMethod<&StreamWrap::Run>("run"),
       InstanceMethod<&StreamWrap::Sync>("sync"),
       InstanceMethod<&StreamWrap::SyncBlocking>("syncBlocking"),
@@ -125,6 +138,12 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value DeviceName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), device_name(get(info.Env()).device())); }
   Napi::Value Queued(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(get(info.Env()).queued())); }
   Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !s_); }
+  // Whether launched graphs become CUDA graphs on this stream (always false on the CPU).
+  Napi::Value GetCudaGraphs(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), get(info.Env()).cuda_graphs()); }
+  void SetCudaGraphs(const Napi::CallbackInfo& info, const Napi::Value& v) {
+    if (!v.IsBoolean()) throw Napi::TypeError::New(info.Env(), "cudaGraphs must be a boolean");
+    get(info.Env()).set_cuda_graphs(v.As<Napi::Boolean>().Value());
+  }
 
   Napi::Value Run(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -161,7 +180,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value EndCapture(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Stream& s = get(env);
-    std::shared_ptr<Stream::Graph> g;
+    Stream::GraphPtr g;
     guard(env, [&] { g = s.end_capture(); });
     if (!g) return env.Undefined();  // guard threw a JS exception
     Napi::Object o = classes(env).graph.New({});
@@ -176,7 +195,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
       throw Napi::TypeError::New(env, "launch(graph): expected a Graph from endCapture()");
     GraphWrap* g = GraphWrap::Unwrap(info[0].As<Napi::Object>());
     if (!g->graph) throw Napi::Error::New(env, "launch(graph): the graph was disposed");
-    guard(env, [&] { s.launch(*g->graph); });
+    guard(env, [&] { s.launch(g->graph); });
     return env.Undefined();
   }
 
@@ -188,11 +207,23 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   std::shared_ptr<Stream> s_;
 };
 
+// cudaGraphStats(): process-wide counters of the CUDA graph path (see CudaGraphStats).
+Napi::Value CudaGraphStatsJs(const Napi::CallbackInfo& info) {
+  const CudaGraphStats st = cuda_graph_stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("captures", Napi::Number::New(info.Env(), double(st.captures)));
+  o.Set("launches", Napi::Number::New(info.Env(), double(st.launches)));
+  o.Set("fallbacks", Napi::Number::New(info.Env(), double(st.fallbacks)));
+  o.Set("lastFallback", Napi::String::New(info.Env(), st.last_fallback));
+  return o;
+}
+
 }  // namespace
 
 void init_stream(Napi::Env env, Napi::Object exports) {
   GraphWrap::Init(env, exports);
   StreamWrap::Init(env, exports);
+  exports.Set("cudaGraphStats", Napi::Function::New(env, CudaGraphStatsJs, "cudaGraphStats"));
 }
 
 }  // namespace taipan::js

@@ -95,11 +95,18 @@ void stream_synchronize(void* stream);
 void device_synchronize();
 
 // CUDA graphs, for decode: capture a sequence of launches on `stream` once, replay it per
-// token. Between capture_begin and capture_end nothing may allocate or synchronise; the
-// launchers in kernels.h never allocate (they take workspace from the caller), so they can be
-// captured. graph_capture_end returns an executable graph handle.
+// token (csrc/stream.cpp does this for launched stream graphs). Capture is thread-local
+// (cudaStreamCaptureModeThreadLocal): between capture_begin and capture_end the calling thread
+// may not allocate, free or synchronise (the runtime fails such a call and invalidates the
+// capture), while other threads (the JavaScript thread allocating tensors) are unaffected.
+// The launchers in kernels.h never allocate (they take workspace from the caller), so they
+// can be captured. graph_capture_end instantiates the captured graph and returns the
+// executable graph handle; it must be called on the thread that began the capture.
+// graph_capture_abort ends a capture and drops what it recorded (after a failure while
+// capturing; never throws).
 void graph_capture_begin(void* stream);
 void* graph_capture_end(void* stream);
+void graph_capture_abort(void* stream) noexcept;
 void graph_launch(void* graph_exec, void* stream);
 void graph_destroy(void* graph_exec) noexcept;
 

@@ -46,6 +46,7 @@ void device_synchronize() { unavailable("device_synchronize"); }
 void graph_capture_begin(void*) { unavailable("graph_capture_begin"); }
 void* graph_capture_end(void*) { unavailable("graph_capture_end"); }
 void graph_launch(void*, void*) { unavailable("graph_launch"); }
+void graph_capture_abort(void*) noexcept {}
 void graph_destroy(void*) noexcept {}
 
 void convert_f32_to_bf16(const float*, uint16_t*, int64_t, void*) {
@@ -75,7 +76,12 @@ void gemm_reference(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const u
                     int64_t, DType, bool, void*) {
   unavailable("gemm_reference");
 }
-void embedding(const int32_t*, int64_t, const void*, DType, int64_t, float*, void*) {
+void gemm_count(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*, void*,
+                int64_t, DType, bool, const int32_t*, void*) {
+  unavailable("gemm_count");
+}
+void embedding(const int32_t*, int64_t, const void*, DType, int64_t, int64_t, float*,
+               unsigned long long*, void*) {
   unavailable("embedding");
 }
 void rmsnorm(int64_t, int64_t, float*, const uint16_t*, const float*, float, uint16_t*, void*) {
@@ -125,6 +131,26 @@ void mamba1_scan_seqs(const Mamba1Dims&, const uint16_t*, int64_t, const uint16_
                       const uint16_t*, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t,
                       const float*, const float*, const float*, float* const*, uint16_t*, void*) {
   unavailable("mamba1_scan_seqs");
+}
+
+void rope(int64_t, int64_t, int64_t, uint16_t*, int64_t, const int32_t*, const int32_t*,
+          const int32_t*, int64_t, int64_t, const double*, void*) {
+  unavailable("rope");
+}
+void swiglu(int64_t, int64_t, const uint16_t*, int64_t, uint16_t*, const int32_t*, void*) {
+  unavailable("swiglu");
+}
+size_t attention_workspace_bytes(const AttnDims&, int64_t) {
+  unavailable("attention_workspace_bytes");
+}
+void attention(const AttnDims&, const uint16_t*, int64_t, const uint16_t*, int64_t,
+               const uint16_t*, int64_t, const int32_t*, const KvCacheTable&, int64_t, uint16_t*,
+               int64_t, void*, size_t, void*) {
+  unavailable("attention");
+}
+void kv_append(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t,
+               const int32_t*, const KvCacheTable&, void*) {
+  unavailable("kv_append");
 }
 
 }  // namespace taipan::cuda

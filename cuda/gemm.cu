@@ -28,6 +28,14 @@
 // 3. Reference kernel: one thread per output, scalar loads; any shape and alignment. Used
 //    when the alignment needs above are not met, and by tests as the ground truth.
 //
+// Row count on the device (gemm_count, the `count` of the linear op): every kernel takes a
+// Rows argument and first works out how many rows it computes, M or clamp(*count, 0, M), and
+// whole blocks past that return before touching memory. The launch still covers M rows, so
+// no host step reads the count and the launch can be captured into a CUDA graph. gemm picks
+// the small-M kernel for M <= kGemmSmallM, so with a count both kernels are launched, each
+// limited to the counts it would have been picked for: the result is bit for bit that of
+// gemm on the first count rows.
+//
 // Flags: see the comment at the top of runtime.cu (sm_80 and later: mma.sync, ldmatrix and
 // cp.async are sm_80 instructions; the sm_90a build runs the same code on H100).
 #include <atomic>
@@ -54,6 +62,20 @@ struct Out {
     } else {
       static_cast<uint16_t*>(y)[m * ldy + n] = float_to_bf16(v);
     }
+  }
+};
+
+// How many of a launch's M rows it computes: all of them without a count; else
+// n = clamp(*count, 0, M) when lo < n <= hi (the counts this launch is responsible for), 0
+// otherwise. Every thread of a block gets the same answer, so a block can return as a whole.
+struct Rows {
+  const int32_t* count = nullptr;  // DEVICE i32 [1], or null
+  int lo = -1, hi = INT32_MAX;
+  __device__ __forceinline__ int of(int M) const {
+    if (!count) return M;
+    const int c = *count;
+    const int n = c < 0 ? 0 : c > M ? M : c;
+    return n > lo && n <= hi ? n : 0;
   }
 };
 
@@ -125,7 +147,9 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4],
 
 __global__ void __launch_bounds__(kTcThreads)
 gemm_tc_kernel(int M, int N, int K, const uint16_t* __restrict__ x, int64_t ldx,
-               const uint16_t* __restrict__ W, Out out) {
+               const uint16_t* __restrict__ W, Out out, Rows rows) {
+  M = rows.of(M);
+  if (int(blockIdx.y) * kBM >= M) return;  // the whole block: no barrier is left waiting
   TAIPAN_DYNAMIC_SMEM(smem);
   const uint32_t smem_base = uint32_t(__cvta_generic_to_shared(smem));
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -228,7 +252,9 @@ constexpr int kSmWarps = 8, kSmCols = 2;  // columns per warp
 template <int MT>
 __global__ void __launch_bounds__(kSmWarps * 32)
 gemm_small_m_kernel(int M, int N, int K, const uint16_t* __restrict__ x, int64_t ldx,
-                    const uint16_t* __restrict__ W, Out out) {
+                    const uint16_t* __restrict__ W, Out out, Rows rows) {
+  M = rows.of(M);
+  if (int(blockIdx.y) * MT >= M) return;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int n0 = (blockIdx.x * kSmWarps + warp) * kSmCols;
   if (n0 >= N) return;
@@ -280,7 +306,8 @@ gemm_small_m_kernel(int M, int N, int K, const uint16_t* __restrict__ x, int64_t
 // ---- 3. Reference kernel ------------------------------------------------------------------------
 // grid (ceil(N/16), ceil(M/16)), block 16 x 16: one output per thread.
 __global__ void gemm_ref_kernel(int M, int N, int K, const uint16_t* __restrict__ x, int64_t ldx,
-                                const uint16_t* __restrict__ W, Out out) {
+                                const uint16_t* __restrict__ W, Out out, Rows rows) {
+  M = rows.of(M);
   const int n = blockIdx.x * 16 + threadIdx.x, m = blockIdx.y * 16 + threadIdx.y;
   if (m >= M || n >= N) return;
   const uint16_t* xr = x + int64_t(m) * ldx;
@@ -313,14 +340,6 @@ bool vector_ok(int64_t K, const uint16_t* x, int64_t ldx, const uint16_t* W) {
          reinterpret_cast<uintptr_t>(W) % 16 == 0;
 }
 
-void launch_ref(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
-                const uint16_t* W, const Out& out, cudaStream_t s) {
-  if (ceil_div(M, 16) > 65535) throw_invalid("gemm_reference: M too large");
-  const dim3 grid{unsigned(ceil_div(N, 16)), unsigned(ceil_div(M, 16)), 1};
-  gemm_ref_kernel<<<grid, dim3{16, 16, 1}, 0, s>>>(int(M), int(N), int(K), x, ldx, W, out);
-  check_launch("gemm_ref_kernel");
-}
-
 // Raise the tensor-core kernel's dynamic shared memory limit once per device.
 void ensure_tc_smem_attribute() {
   constexpr int kMaxDevices = 64;
@@ -333,6 +352,49 @@ void ensure_tc_smem_attribute() {
   if (dev >= 0 && dev < kMaxDevices) done[dev].store(true, std::memory_order_release);
 }
 
+void launch_ref(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
+                const uint16_t* W, const Out& out, const Rows& rows, cudaStream_t s) {
+  if (ceil_div(M, 16) > 65535) throw_invalid("gemm_reference: M too large");
+  const dim3 grid{unsigned(ceil_div(N, 16)), unsigned(ceil_div(M, 16)), 1};
+  gemm_ref_kernel<<<grid, dim3{16, 16, 1}, 0, s>>>(int(M), int(N), int(K), x, ldx, W, out, rows);
+  check_launch("gemm_ref_kernel");
+}
+
+// The tensor-core path (the general kernel when its needs are not met).
+void launch_tc(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
+               const uint16_t* W, const Out& out, const Rows& rows, cudaStream_t s) {
+  if (!vector_ok(K, x, ldx, W) || ceil_div(M, kBM) > 65535) {
+    launch_ref(M, N, K, x, ldx, W, out, rows, s);
+    return;
+  }
+  ensure_tc_smem_attribute();
+  const dim3 grid{unsigned(ceil_div(N, kBN)), unsigned(ceil_div(M, kBM)), 1};
+  gemm_tc_kernel<<<grid, kTcThreads, kTcSmem, s>>>(int(M), int(N), int(K), x, ldx, W, out, rows);
+  check_launch("gemm_tc_kernel");
+}
+
+// The small-M path (the general kernel when its needs are not met). Each row's sum does not
+// depend on MT (the rows kept in flight), only on the lanes' order over K, so launching for
+// more rows than a count leaves gives the same bits.
+void launch_small_m(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
+                    const uint16_t* W, const Out& out, const Rows& rows, cudaStream_t s) {
+  const int mt = M == 1 ? 1 : M == 2 ? 2 : M <= 4 ? 4 : 8;
+  if (!vector_ok(K, x, ldx, W) || ceil_div(M, mt) > 65535) {
+    launch_ref(M, N, K, x, ldx, W, out, rows, s);
+    return;
+  }
+  const dim3 grid{unsigned(ceil_div(N, kSmWarps * kSmCols)), unsigned(ceil_div(M, mt)), 1};
+  const int threads = kSmWarps * 32;
+  const int m = int(M), n = int(N), k = int(K);
+  switch (mt) {
+    case 1: gemm_small_m_kernel<1><<<grid, threads, 0, s>>>(m, n, k, x, ldx, W, out, rows); break;
+    case 2: gemm_small_m_kernel<2><<<grid, threads, 0, s>>>(m, n, k, x, ldx, W, out, rows); break;
+    case 4: gemm_small_m_kernel<4><<<grid, threads, 0, s>>>(m, n, k, x, ldx, W, out, rows); break;
+    default: gemm_small_m_kernel<8><<<grid, threads, 0, s>>>(m, n, k, x, ldx, W, out, rows); break;
+  }
+  check_launch("gemm_small_m_kernel");
+}
+
 }  // namespace
 
 void gemm_reference(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
@@ -340,7 +402,7 @@ void gemm_reference(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t 
                     void* stream) {
   const Out out = make_out("gemm_reference", y, ldy, ydt, accumulate);
   if (!check_shape("gemm_reference", M, N, K)) return;
-  launch_ref(M, N, K, x, ldx, W, out, as_stream(stream));
+  launch_ref(M, N, K, x, ldx, W, out, Rows{}, as_stream(stream));
 }
 
 void gemm_tensor_core(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
@@ -348,15 +410,7 @@ void gemm_tensor_core(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_
                       void* stream) {
   const Out out = make_out("gemm_tensor_core", y, ldy, ydt, accumulate);
   if (!check_shape("gemm_tensor_core", M, N, K)) return;
-  cudaStream_t s = as_stream(stream);
-  if (!vector_ok(K, x, ldx, W) || ceil_div(M, kBM) > 65535) {
-    launch_ref(M, N, K, x, ldx, W, out, s);
-    return;
-  }
-  ensure_tc_smem_attribute();
-  const dim3 grid{unsigned(ceil_div(N, kBN)), unsigned(ceil_div(M, kBM)), 1};
-  gemm_tc_kernel<<<grid, kTcThreads, kTcSmem, s>>>(int(M), int(N), int(K), x, ldx, W, out);
-  check_launch("gemm_tc_kernel");
+  launch_tc(M, N, K, x, ldx, W, out, Rows{}, as_stream(stream));
 }
 
 void gemm_small_m(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
@@ -364,28 +418,27 @@ void gemm_small_m(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ld
                   void* stream) {
   const Out out = make_out("gemm_small_m", y, ldy, ydt, accumulate);
   if (!check_shape("gemm_small_m", M, N, K)) return;
-  cudaStream_t s = as_stream(stream);
-  const int mt = M == 1 ? 1 : M == 2 ? 2 : M <= 4 ? 4 : 8;
-  if (!vector_ok(K, x, ldx, W) || ceil_div(M, mt) > 65535) {
-    launch_ref(M, N, K, x, ldx, W, out, s);
-    return;
-  }
-  const dim3 grid{unsigned(ceil_div(N, kSmWarps * kSmCols)), unsigned(ceil_div(M, mt)), 1};
-  const int threads = kSmWarps * 32;
-  const int m = int(M), n = int(N), k = int(K);
-  switch (mt) {
-    case 1: gemm_small_m_kernel<1><<<grid, threads, 0, s>>>(m, n, k, x, ldx, W, out); break;
-    case 2: gemm_small_m_kernel<2><<<grid, threads, 0, s>>>(m, n, k, x, ldx, W, out); break;
-    case 4: gemm_small_m_kernel<4><<<grid, threads, 0, s>>>(m, n, k, x, ldx, W, out); break;
-    default: gemm_small_m_kernel<8><<<grid, threads, 0, s>>>(m, n, k, x, ldx, W, out); break;
-  }
-  check_launch("gemm_small_m_kernel");
+  launch_small_m(M, N, K, x, ldx, W, out, Rows{}, as_stream(stream));
 }
 
 void gemm(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx, const uint16_t* W,
           void* y, int64_t ldy, DType ydt, bool accumulate, void* stream) {
   if (M <= kGemmSmallM) gemm_small_m(M, N, K, x, ldx, W, y, ldy, ydt, accumulate, stream);
   else gemm_tensor_core(M, N, K, x, ldx, W, y, ldy, ydt, accumulate, stream);
+}
+
+void gemm_count(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
+                const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate,
+                const int32_t* count, void* stream) {
+  if (!count) return gemm(M, N, K, x, ldx, W, y, ldy, ydt, accumulate, stream);
+  const Out out = make_out("gemm_count", y, ldy, ydt, accumulate);
+  if (!check_shape("gemm_count", M, N, K)) return;
+  cudaStream_t s = as_stream(stream);
+  const int small = int(std::min<int64_t>(M, kGemmSmallM));
+  // Counts 1..kGemmSmallM: the small-M kernel, launched for at most kGemmSmallM rows.
+  launch_small_m(small, N, K, x, ldx, W, out, Rows{count, 0, small}, s);
+  // Larger counts (only possible when M > kGemmSmallM): the tensor-core kernel.
+  if (M > kGemmSmallM) launch_tc(M, N, K, x, ldx, W, out, Rows{count, int(kGemmSmallM), INT32_MAX}, s);
 }
 
 }  // namespace taipan::cuda

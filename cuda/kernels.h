@@ -42,6 +42,15 @@ void gemm_tensor_core(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_
 void gemm_small_m(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
                   const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate,
                   void* stream);
+// gemm over the first n rows only, n = clamp(*count, 0, M) read by the kernels when they run
+// (count: a DEVICE i32, e.g. how many rows an earlier op compacted to the top), so the host
+// never reads it and the launch can be captured into a CUDA graph. Rows n..M-1 of y are not
+// written. Results are bit for bit those of gemm(n, ...): for M > kGemmSmallM both paths are
+// launched and each returns at once unless n is in its range (n <= kGemmSmallM: the small-M
+// kernel, else the tensor-core kernel), the choice gemm makes from n.
+void gemm_count(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
+                const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate,
+                const int32_t* count, void* stream);
 // The general kernel (no alignment needs; slow): a reference for tests.
 void gemm_reference(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
                     const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate,
@@ -49,10 +58,21 @@ void gemm_reference(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t 
 
 // ---- Embedding (embedding.cu) ---------------------------------------------------------------
 // out[i, :] = E[ids[i], :] as fp32 (the residual stream). E: [rows, d] contiguous in edt
-// (BF16, F16 or F32). ids: int32 on the device, bounds-checked by the caller.
-// out: [n, d] contiguous fp32.
-void embedding(const int32_t* ids, int64_t n, const void* E, DType edt, int64_t d, float* out,
-               void* stream);
+// (BF16, F16 or F32), rows >= vocab. ids: int32 on the device, checked by the kernel: an id
+// outside [0, vocab) is clamped into it (nothing outside the table is read) and, when `error`
+// (a DEVICE word) is not null, the lowest such position i is recorded there with atomicMin as
+// embedding_error(i, ids[i]). The caller sets *error to kEmbeddingNoError beforehand and reads
+// it after the stream has run the kernel: the check needs no host step, so the launch can be
+// captured into a CUDA graph. out: [n, d] contiguous fp32.
+// Assumes: 1 <= vocab <= 2^31 - 1, n < 2^31.
+constexpr unsigned long long kEmbeddingNoError = ~0ull;
+constexpr unsigned long long embedding_error(int64_t position, int32_t id) {
+  return (static_cast<unsigned long long>(position) << 32) | static_cast<uint32_t>(id);
+}
+constexpr int64_t embedding_error_position(unsigned long long e) { return int64_t(e >> 32); }
+constexpr int32_t embedding_error_id(unsigned long long e) { return int32_t(uint32_t(e & 0xffffffffu)); }
+void embedding(const int32_t* ids, int64_t n, const void* E, DType edt, int64_t d, int64_t vocab,
+               float* out, unsigned long long* error, void* stream);
 
 // ---- Norms (norm.cu) ------------------------------------------------------------------------
 // If delta != nullptr: r += delta (the residual add, in fp32; delta is bf16). Then
@@ -161,5 +181,67 @@ void mamba1_scan_seqs(const Mamba1Dims& dims, const uint16_t* x, int64_t ldx, co
                       int64_t ldc, const uint16_t* z, int64_t ldz, const float* dt_bias,
                       const float* A_log, const float* D, float* const* states, uint16_t* out,
                       void* stream);
+
+// ---- Rotary embedding and SwiGLU (rope.cu) ---------------------------------------------------
+// rope: in place on rows r < n of x (bf16, row r at x + r*ldx, `cols` = heads*head_dim values),
+// rotate-half convention, where n = clamp(*count, 0, R) when count (a DEVICE i32) is not null,
+// else R. Row r is chunk row index[r] (index: DEVICE i32 [R], or null for r itself); a chunk
+// row outside [0, B*L) is skipped. Its position is p = start[row / L] + row % L (start: DEVICE
+// i32 [B]); for i < head_dim/2 the angle is p * freq[i] in double (freq: DEVICE double
+// [head_dim/2], theta^(-2i/head_dim) computed by the caller), cos and sin are rounded to fp32
+// and each head's pair (x_i, x_{i+half}) is rotated in fp32, as the CPU op does.
+// Assumes: head_dim even, 2 <= head_dim <= kRopeMaxHeadDim, cols % head_dim == 0.
+constexpr int64_t kRopeMaxHeadDim = 8192;
+void rope(int64_t R, int64_t cols, int64_t head_dim, uint16_t* x, int64_t ldx,
+          const int32_t* index, const int32_t* count, const int32_t* start, int64_t B, int64_t L,
+          const double* freq, void* stream);
+// swiglu: out[m, j] = bf16(up * silu(gate)), up = h[m, j], gate = h[m, F + j] (fp32 math), for
+// rows m < n: n = clamp(*count, 0, M) when count (a DEVICE i32) is not null, else M; rows past
+// n are not written. h: bf16, row m at h + m*ldh (2F values); out: bf16 [M, F] contiguous.
+// The count is read by the kernel (no host step). Assumes: out does not overlap h.
+void swiglu(int64_t M, int64_t F, const uint16_t* h, int64_t ldh, uint16_t* out,
+            const int32_t* count, void* stream);
+
+// ---- Causal attention over KV caches (attention.cu) -----------------------------------------
+struct AttnDims {
+  int64_t B;          // sequences
+  int64_t L;          // new tokens per sequence (chunk row b*L + t is at position start[b] + t)
+  int64_t Hq, Hkv;    // query and key/value heads; query head h reads key/value head h/(Hq/Hkv)
+  int64_t hd;         // head dim
+};
+// The KV caches of a batch, all DEVICE arrays of B entries built by the caller: sequence b's
+// key and value caches k[b], v[b] ([capacity[b], Hkv*hd] contiguous, row p = position p) in
+// `dtype` (F32 or BF16), and capacity[b], the rows each holds.
+struct KvCacheTable {
+  void* const* k;
+  void* const* v;
+  const int64_t* capacity;
+  DType dtype;
+};
+// attention: out[b*L + t, h*hd + c] = bf16(softmax over keys j <= start[b] + t of
+// (q . k_j / sqrt(hd)) applied to v), where keys/values 0..start[b]-1 come from the caches and
+// start[b] + u from chunk row b*L + u of k, v (the chunk is not in the caches yet: kv_append
+// follows). q: bf16 rows at q + row*ldq (Hq*hd values); k, v: bf16 rows at ldk, ldv (Hkv*hd);
+// out: bf16 rows at out + row*ldo; start: DEVICE i32 [B]. fp32 scores and online softmax.
+// A sequence whose chunk does not fit its cache (start < 0 or start + L > capacity) gets NaN
+// in all its out rows and nothing is read out of bounds (the CPU op throws instead; a kernel
+// cannot). Long caches with few (sequence, head, query tile) blocks are split over the keys:
+// that needs attention_workspace_bytes(dims, max_capacity) bytes of workspace (0 when no split
+// is worth it; max_capacity = the largest capacity[b]); with a smaller workspace the launcher
+// splits less. Assumes: Hq % Hkv == 0; 1 <= hd <= kAttnMaxHeadDim; B, Hkv <= 65535; out does
+// not overlap q, k, v or the caches.
+constexpr int64_t kAttnMaxHeadDim = 256;
+size_t attention_workspace_bytes(const AttnDims& dims, int64_t max_capacity);
+void attention(const AttnDims& dims, const uint16_t* q, int64_t ldq, const uint16_t* k,
+               int64_t ldk, const uint16_t* v, int64_t ldv, const int32_t* start,
+               const KvCacheTable& caches, int64_t max_capacity, uint16_t* out, int64_t ldo,
+               void* workspace, size_t workspace_bytes, void* stream);
+// kv_append: chunk row b*L + t of k, v (bf16, HD values at ldk, ldv) into cache row
+// start[b] + t of sequence b (converted to the cache dtype; exact). A sequence whose chunk
+// does not fit (start < 0 or start + L > capacity) is left untouched. Assumes: the caches do
+// not overlap k or v.
+void kv_append(int64_t B, int64_t L, int64_t HD, const uint16_t* k, int64_t ldk,
+               const uint16_t* v, int64_t ldv, const int32_t* start, const KvCacheTable& caches,
+               void* stream);
 
 }  // namespace taipan::cuda

@@ -3,10 +3,11 @@
 // An op's plan() runs on the JavaScript thread: it validates every argument for the CUDA
 // kernels' storage types (MODEL.md section 10: bf16 activations between ops, fp32 residual
 // stream and states, bf16 projection weights, fp32 small weights) and returns a Work that
-// only launches kernels on the op stream (ExecContext::cuda_stream). Works never allocate:
-// what a launch needs beyond its tensors (the SSD workspace, per-sequence state tables) is
-// allocated at plan time from the caching allocator and held by the Work, so a stream-level
-// graph (Stream::begin_capture) replays with no allocation at all.
+// only launches kernels on the op stream (ExecContext::cuda_stream), marked capturable
+// (`launches` below) so that a launched stream graph can become a CUDA graph. Works never
+// allocate: what a launch needs beyond its tensors (the SSD workspace, per-sequence state
+// tables, an error word) is allocated at plan time from the caching allocator and held by the
+// Work, so a stream-level graph (Stream::begin_capture) replays with no allocation at all.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -21,10 +22,12 @@
 
 namespace taipan::cuda_ops {
 
-// A Work from fn(stream). If a launch throws, the stream is synchronised before the error
-// propagates: the stream then skips the rest of the batch and drops its tensors at once,
-// and their device blocks go back to the cache for reuse, so nothing launched earlier in
-// the batch may still be running on them.
+// A Work from fn(stream), not capturable into a CUDA graph: for work that does something on
+// the host when it runs (reads device data back, synchronises). If a launch throws, the
+// stream is synchronised before the error propagates: the stream then skips the rest of the
+// batch and drops its tensors at once, and their device blocks go back to the cache for
+// reuse, so nothing launched earlier in the batch may still be running on them. (While a
+// CUDA graph is being captured that synchronise fails, which is harmless: nothing ran.)
 template <class F>
 Work work(F fn) {
   return [fn](ExecContext& c) {
@@ -39,6 +42,18 @@ Work work(F fn) {
       throw;
     }
   };
+}
+
+// The usual CUDA Work: fn(stream) only launches kernels (and device-to-device copies) whose
+// arguments fn captured at plan time, so the Work may be recorded into a CUDA graph once and
+// replayed (Work::capturable). Device data such as a row count is read by the kernels, never
+// by fn. The CPU emulator fails a host synchronisation or allocation made while capturing,
+// so a test catches a Work that breaks this.
+template <class F>
+Work launches(F fn) {
+  Work w = work(std::move(fn));
+  w.capturable = true;
+  return w;
 }
 
 inline std::string dtype_names(std::initializer_list<DType> dtypes) {

@@ -269,6 +269,13 @@ void* graph_capture_end(void* stream) {
   return static_cast<void*>(exec);
 }
 
+void graph_capture_abort(void* stream) noexcept {
+  cudaGraph_t graph = nullptr;
+  // Ends the capture whatever its state; an invalidated capture returns an error and no graph.
+  if (cudaStreamEndCapture(as_stream(stream), &graph) != cudaSuccess) (void)cudaGetLastError();
+  if (graph) cudaGraphDestroy(graph);
+}
+
 void graph_launch(void* graph_exec, void* stream) {
   TAIPAN_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec), as_stream(stream)),
                     "cudaGraphLaunch");

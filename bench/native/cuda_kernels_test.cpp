@@ -4,6 +4,7 @@
 // emulator (cuda/emu/run_emu_tests.sh builds and runs it that way).
 //   cuda_kernels_test [filter]   -- runs the tests whose name contains `filter`
 // Exit status: 0 all passed, 1 a test failed, 2 no usable device (reason printed).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -133,12 +134,12 @@ void test_embedding() {
     Dev<float> out(n * d);
     {
       Dev<uint16_t> dE(to_bf16(E));
-      tc::embedding(dids.p, n, dE.p, DType::BF16, d, out.p, nullptr);
+      tc::embedding(dids.p, n, dE.p, DType::BF16, d, rows, out.p, nullptr, nullptr);
       check("embedding bf16 d=" + std::to_string(d), out.down(), ref, 0, 0);
     }
     {
       Dev<float> dE(E);
-      tc::embedding(dids.p, n, dE.p, DType::F32, d, out.p, nullptr);
+      tc::embedding(dids.p, n, dE.p, DType::F32, d, rows, out.p, nullptr, nullptr);
       check("embedding f32 d=" + std::to_string(d), out.down(), ref, 0, 0);
     }
     {
@@ -148,9 +149,40 @@ void test_embedding() {
       for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < d; c++) r16[i * d + c] = f16_to_f32(h[ids[i] * d + c]);
       Dev<uint16_t> dE(h);
-      tc::embedding(dids.p, n, dE.p, DType::F16, d, out.p, nullptr);
+      tc::embedding(dids.p, n, dE.p, DType::F16, d, rows, out.p, nullptr, nullptr);
       check("embedding f16 d=" + std::to_string(d), out.down(), r16, 0, 0);
     }
+  }
+  // Ids outside [0, vocab) are clamped into it and the lowest bad position is recorded.
+  {
+    const int64_t d = 8, vocab = 40;
+    std::vector<int32_t> ids = {5, 39, 40, -3, 7, 1000};
+    const int64_t n = int64_t(ids.size());
+    auto E = rand_bf(rows * d, -2, 2);
+    std::vector<double> ref(n * d);
+    for (int64_t i = 0; i < n; i++) {
+      const int64_t r = std::min<int64_t>(std::max<int32_t>(ids[i], 0), vocab - 1);
+      for (int64_t c = 0; c < d; c++) ref[i * d + c] = E[r * d + c];
+    }
+    Dev<int32_t> dids(ids);
+    Dev<float> dE(E), out(n * d);
+    Dev<unsigned long long> err(std::vector<unsigned long long>{tc::kEmbeddingNoError});
+    tc::embedding(dids.p, n, dE.p, DType::F32, d, vocab, out.p, err.p, nullptr);
+    check("embedding bad ids clamped", out.down(), ref, 0, 0);
+    const unsigned long long e = err.down()[0];
+    const bool ok = e == tc::embedding_error(2, 40) && tc::embedding_error_position(e) == 2 &&
+                    tc::embedding_error_id(e) == 40;
+    std::printf("    %-48s %s (position %lld, id %d)\n", "embedding error word: first bad id", ok ? "ok  " : "FAIL",
+                (long long)tc::embedding_error_position(e), tc::embedding_error_id(e));
+    if (!ok) g_failures++;
+    ids[2] = 3;
+    dids.up(ids);
+    err.up({tc::kEmbeddingNoError});
+    tc::embedding(dids.p, n, dE.p, DType::F32, d, vocab, out.p, err.p, nullptr);
+    const unsigned long long e2 = err.down()[0];
+    const bool ok2 = tc::embedding_error_position(e2) == 3 && tc::embedding_error_id(e2) == -3;
+    std::printf("    %-48s %s\n", "embedding error word: negative id", ok2 ? "ok  " : "FAIL");
+    if (!ok2) g_failures++;
   }
 }
 
@@ -466,6 +498,27 @@ void gemm_case(const char* path, GemmFn fn, int64_t M, int64_t N, int64_t K, int
   }
 }
 
+// gemm_count: the first clamp(count, 0, M) rows exactly as gemm computes them (same bits),
+// the rest of y untouched, for counts on both sides of kGemmSmallM.
+void gemm_count_case(int64_t M, int64_t N, int64_t K, int64_t ldx) {
+  auto x = rand_bf(M * ldx, -1, 1);
+  auto W = rand_bf(N * K, -1, 1);
+  Dev<uint16_t> dx(to_bf16(x)), dW(to_bf16(W));
+  for (int32_t count : {-2, 0, 1, 3, 16, 17, int32_t(M), int32_t(M) + 9}) {
+    if (count > M + 9) continue;
+    const int64_t rows = std::min<int64_t>(std::max<int32_t>(count, 0), M);
+    auto y0 = randv(M * N, -1, 1);
+    Dev<float> want(y0), got(y0);
+    Dev<int32_t> dc(std::vector<int32_t>{count});
+    if (rows > 0) tc::gemm(rows, N, K, dx.p, ldx, dW.p, want.p, N, DType::F32, false, nullptr);
+    tc::gemm_count(M, N, K, dx.p, ldx, dW.p, got.p, N, DType::F32, false, dc.p, nullptr);
+    char name[96];
+    std::snprintf(name, sizeof name, "gemm_count M=%lld N=%lld K=%lld count=%d", (long long)M,
+                  (long long)N, (long long)K, count);
+    check(name, got.down(), to_d(want.down()), 0, 0);
+  }
+}
+
 void test_gemm() {
   gemm_case("gemm_tensor_core", tc::gemm_tensor_core, 130, 200, 72, 80, 210);
   gemm_case("gemm_tensor_core", tc::gemm_tensor_core, 256, 128, 256, 256, 128);
@@ -477,6 +530,86 @@ void test_gemm() {
   gemm_case("gemm fallback K%8!=0", tc::gemm, 20, 33, 30, 31, 33);
   gemm_case("gemm fallback small M", tc::gemm, 3, 33, 30, 30, 33);
   gemm_case("gemm_reference", tc::gemm_reference, 7, 19, 23, 23, 19);
+  gemm_count_case(12, 40, 64, 64);
+  gemm_count_case(40, 24, 96, 104);
+  gemm_count_case(20, 17, 30, 30);  // K % 8 != 0: the general kernel
+}
+
+// A CUDA graph: launches captured on a stream run nothing until the graph is launched, then
+// replay with the inputs as they are at each launch.
+void test_graph() {
+  const int64_t M = 3, N = 24, K = 32, V = 10;
+  auto E = rand_bf(V * K, -1, 1);
+  auto W = rand_bf(N * K, -1, 1);
+  Dev<float> dE(E), emb(M * K);
+  Dev<uint16_t> dW(to_bf16(W)), xb(M * K);
+  Dev<float> y(M * N);
+  Dev<int32_t> ids(std::vector<int32_t>{1, 2, 3});
+  Dev<unsigned long long> err(std::vector<unsigned long long>{tc::kEmbeddingNoError});
+  void* s = tc::stream_create();
+  auto step = [&] {
+    tc::embedding(ids.p, M, dE.p, DType::F32, K, V, emb.p, err.p, s);
+    tc::convert_f32_to_bf16(emb.p, xb.p, M * K, s);
+    tc::gemm(M, N, K, xb.p, K, dW.p, y.p, N, DType::F32, false, s);
+  };
+  auto expected = [&](const std::vector<int32_t>& t) {
+    std::vector<double> r(M * N);
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) {
+        float acc = 0;
+        for (int64_t k = 0; k < K; k++) acc += E[t[m] * K + k] * W[n * K + k];  // exact inputs
+        r[m * N + n] = acc;
+      }
+    return r;
+  };
+  tc::graph_capture_begin(s);
+  step();
+  void* exec = tc::graph_capture_end(s);
+  for (const std::vector<int32_t>& t : {std::vector<int32_t>{4, 0, 9}, std::vector<int32_t>{7, 7, 2}}) {
+    ids.up(t);
+    tc::graph_launch(exec, s);
+    tc::stream_synchronize(s);
+    const auto ref = expected(t);
+    double atol = 0;
+    for (double v : ref) atol = std::max(atol, 1e-5 * std::fabs(v) + 1e-5);
+    check("graph replay ids " + std::to_string(t[0]) + "," + std::to_string(t[1]) + "," + std::to_string(t[2]),
+          y.down(), ref, atol, 1e-5);
+  }
+  tc::graph_destroy(exec);
+  // While capturing, the capturing thread may not read device memory back (a synchronising
+  // host step) nor allocate; either invalidates the capture, which then yields no graph.
+  auto refused = [&](const char* what, const std::function<void()>& fn) {
+    tc::graph_capture_begin(s);
+    step();
+    bool threw = false, end_threw = false;
+    try {
+      fn();
+    } catch (const tc::CudaError&) {
+      threw = true;
+    }
+    try {
+      tc::graph_destroy(tc::graph_capture_end(s));
+    } catch (const tc::CudaError&) {
+      end_threw = true;
+    }
+    const bool ok = threw && end_threw;
+    std::printf("    %-48s %s\n", what, ok ? "ok  " : "FAIL");
+    if (!ok) g_failures++;
+  };
+  refused("capture refuses copy_to_host", [&] {
+    int32_t h[3];
+    tc::copy_to_host(h, ids.p, sizeof h, s);
+  });
+  refused("capture refuses device_malloc", [&] { tc::device_free(tc::device_malloc(64)); });
+  // The stream works normally after a failed capture.
+  ids.up({1, 2, 3});
+  step();
+  tc::stream_synchronize(s);
+  const auto ref = expected({1, 2, 3});
+  double atol = 0;
+  for (double v : ref) atol = std::max(atol, 1e-5 * std::fabs(v) + 1e-5);
+  check("stream after a failed capture", y.down(), ref, atol, 1e-5);
+  tc::stream_destroy(s);
 }
 
 }  // namespace
@@ -493,7 +626,8 @@ int main(int argc, char** argv) {
   struct T { const char* name; std::function<void()> fn; };
   const T tests[] = {{"elementwise", test_elementwise}, {"embedding", test_embedding},
                      {"norm", test_norms},              {"conv", test_conv},
-                     {"ssd", test_ssd},                 {"gemm", test_gemm}};
+                     {"ssd", test_ssd},                 {"gemm", test_gemm},
+                     {"graph", test_graph}};
   for (const T& t : tests) {
     if (!filter.empty() && std::string(t.name).find(filter) == std::string::npos) continue;
     std::printf("[%s]\n", t.name);

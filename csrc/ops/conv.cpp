@@ -59,7 +59,7 @@ ConvCuda check_conv_cuda(const OpArgs& a, bool update) {
 
 Work plan_conv_cuda(const OpArgs& a) {
   ConvCuda c = check_conv_cuda(a, false);
-  return cuda_ops::work([c](void* s) {
+  return cuda_ops::launches([c](void* s) {
     if (!c.state.present || c.state.batched) {
       float* st = c.state.present ? c.state.per_seq[0] : nullptr;
       cuda::conv1d_silu(c.B, c.L, c.C, c.K, c.x, c.ldx, c.w, c.bias, st, c.out, st, s);
@@ -75,7 +75,7 @@ Work plan_conv_cuda(const OpArgs& a) {
 
 Work plan_update_cuda(const OpArgs& a) {
   ConvCuda c = check_conv_cuda(a, true);
-  return cuda_ops::work([c](void* s) {
+  return cuda_ops::launches([c](void* s) {
     if (c.state.batched) cuda::conv1d_update(c.B, c.C, c.K, c.x, c.ldx, c.w, c.bias, c.state.per_seq[0], c.out, s);
     else cuda::conv1d_update_seqs(c.B, c.C, c.K, c.x, c.ldx, c.w, c.bias, static_cast<float* const*>(c.table->data), c.out, s);
   });

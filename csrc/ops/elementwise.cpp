@@ -9,8 +9,8 @@
 namespace taipan {
 namespace {
 
-// softplus, add and swiglu have no CUDA kernel: the Mamba-2 path does not use them (softplus
-// is fused into the SSD kernels; add into rmsnorm; swiglu belongs to the SAL's MLP).
+// softplus and add have no CUDA kernel: the Mamba-2 path does not use them (softplus is fused
+// into the SSD kernels; add into rmsnorm).
 void expect_cpu(const OpArgs& a) {
   if (a.device != Device::CPU) a.fail("not implemented on the CUDA backend yet");
 }
@@ -27,7 +27,7 @@ Work plan_silu_cuda(const OpArgs& a) {
   const uint16_t* xp = cuda_ops::bf16(x);
   uint16_t* op = cuda_ops::bf16_out(out);
   int64_t n = x.numel();
-  return cuda_ops::work([=](void* s) { cuda::silu_bf16(xp, op, n, s); });
+  return cuda_ops::launches([=](void* s) { cuda::silu_bf16(xp, op, n, s); });
 }
 
 // CUDA copy: device to device, any dtype, either side may be a strided view.
@@ -41,12 +41,32 @@ Work plan_copy_cuda(const OpArgs& a) {
   size_t rows = size_t(src.rows()), row_bytes = size_t(src.cols()) * esz;
   size_t spitch = size_t(src.ld) * esz, dpitch = size_t(dst.ld) * esz;
   bool flat = src.contiguous() && dst.contiguous();
-  return cuda_ops::work([=](void* s) {
+  return cuda_ops::launches([=](void* s) {
     if (flat) cuda::copy_device_to_device(dp, sp, rows * row_bytes, s);
     else cuda::copy_device_to_device_2d(dp, dpitch, sp, spitch, row_bytes, rows, s);
   });
 }
 
+
+// CUDA swiglu: h bf16 [M, 2F] (rows may be strided), out bf16 [M, F] contiguous, optional
+// count i32 [1] on the device, read by the kernel (no host step: rows at or past count return
+// at once), so rows past it are left as they were, as on the CPU.
+Work plan_swiglu_cuda(const OpArgs& a) {
+  cuda_ops::dtype(a, "h", {DType::BF16}, cuda_ops::kActivation);
+  cuda_ops::dtype(a, "out", {DType::BF16}, cuda_ops::kActivation);
+  const Tensor& out = a.expect("out", {DType::BF16}, {-1, -1});
+  a.expect_contiguous("out");
+  int64_t M = out.shape[0], F = out.shape[1];
+  const Tensor& h = a.expect("h", {DType::BF16}, {M, 2 * F});
+  const Tensor* count = a.expect_optional("count", {DType::I32}, {1});
+  a.expect_no_overlap("out", "h");
+  a.expect_no_overlap("out", "count");
+  const uint16_t* hp = cuda_ops::bf16(h);
+  int64_t ldh = h.ld;
+  uint16_t* op = cuda_ops::bf16_out(out);
+  const int32_t* cp = count ? count->ptr<int32_t>() : nullptr;
+  return cuda_ops::launches([=](void* s) { cuda::swiglu(M, F, hp, ldh, op, cp, s); });
+}
 
 // x -> out, same shape, contiguous fp32.
 template <void (*Kernel)(cpu::ThreadPool&, int64_t, const float*, float*)>
@@ -98,7 +118,7 @@ Work plan_copy(const OpArgs& a) {
 // left as it was. Like linear's count, it is written by an earlier op on the stream (an MoE
 // expert's row count from moe_route), so it is read when the work runs.
 Work plan_swiglu(const OpArgs& a) {
-  expect_cpu(a);
+  if (a.device == Device::CUDA) return plan_swiglu_cuda(a);
   const Tensor& out = a.expect("out", {DType::F32}, {-1, -1});
   a.expect_contiguous("out");
   int64_t M = out.shape[0], F = out.shape[1];

@@ -10,8 +10,8 @@ namespace taipan {
 namespace {
 
 // CUDA: weight bf16 [N, K] contiguous, x bf16 [M, K] (rows may be strided), out fp32 or bf16
-// [M, N] (rows may be strided). `count` is honoured: it lives on the device, so the work
-// copies it back first, which waits for the ops before it on the stream (see cuda/README.md).
+// [M, N] (rows may be strided). `count` is honoured by the kernels, which read it from the
+// device (cuda::gemm_count): no host step, so the Work can be captured into a CUDA graph.
 Work plan_linear_cuda(const OpArgs& a) {
   cuda_ops::dtype(a, "weight", {DType::BF16}, cuda_ops::kMatrix);
   cuda_ops::dtype(a, "x", {DType::BF16}, cuda_ops::kActivation);
@@ -32,20 +32,20 @@ Work plan_linear_cuda(const OpArgs& a) {
                     reinterpret_cast<uintptr_t>(w.data()) % 16 == 0;
   if (!fast && M > 1048560)
     a.fail("x has " + std::to_string(M) + " rows; with K % 8 != 0 or a misaligned x the CUDA kernel takes at most 1048560");
+  // With a count the launch covers all M rows (the count is only known on the device), and
+  // the tensor-core grid holds 65535 tiles of 128 rows.
+  if (count && M > 65535 * 128)
+    a.fail("x has " + std::to_string(M) + " rows; with 'count' the CUDA kernel takes at most " + std::to_string(65535 * 128));
   const uint16_t* xp = cuda_ops::bf16(x);
   const uint16_t* wp = cuda_ops::bf16(w);
   int64_t ldx = x.ld, ldy = out.ld;
   void* yp = out.data();
   DType ydt = out.dtype;
   const int32_t* cp = count ? count->ptr<int32_t>() : nullptr;
-  return cuda_ops::work([=](void* s) {
-    int64_t rows = M;
-    if (cp) {
-      int32_t c = 0;
-      cuda::copy_to_host(&c, cp, sizeof c, s);
-      rows = std::clamp<int64_t>(c, 0, M);
-    }
-    if (rows > 0) cuda::gemm(rows, N, K, xp, ldx, wp, yp, ldy, ydt, false, s);
+  return cuda_ops::launches([=](void* s) {
+    if (M == 0) return;
+    if (cp) cuda::gemm_count(M, N, K, xp, ldx, wp, yp, ldy, ydt, false, cp, s);
+    else cuda::gemm(M, N, K, xp, ldx, wp, yp, ldy, ydt, false, s);
   });
 }
 

@@ -119,7 +119,7 @@ Work plan_cuda(const OpArgs& a) {
   s.out = cuda_ops::bf16_out(*sh.out);
   if (sh.state.present && sh.state.batched) s.state = sh.state.per_seq[0];
   if (sh.state.present && !sh.state.batched) s.table = cuda_ops::pointer_table(sh.state.raw);
-  return cuda_ops::work([s](void* st) {
+  return cuda_ops::launches([s](void* st) {
     if (s.table)
       cuda::mamba1_scan_seqs(s.dims, s.x, s.ldx, s.dt, s.lddt, s.Bm, s.ldb, s.Cm, s.ldc, s.z, s.ldz, s.dt_bias,
                              s.A_log, s.D, static_cast<float* const*>(s.table->data), s.out, st);

@@ -34,7 +34,7 @@ Work plan_rmsnorm_cuda(const OpArgs& a) {
   const float* wp = w.ptr<float>();
   void* op = out.data();
   bool f32_out = out.dtype == DType::F32;
-  return cuda_ops::work([=](void* s) {
+  return cuda_ops::launches([=](void* s) {
     if (f32_out) cuda::rmsnorm_f32(M, d, rp, wp, eps, static_cast<float*>(op), s);
     else cuda::rmsnorm(M, d, rp, dp, wp, eps, static_cast<uint16_t*>(op), s);
   });
@@ -64,7 +64,7 @@ Work plan_gated_cuda(const OpArgs& a) {
   int64_t ldz = z.ld;
   const float* wp = w.ptr<float>();
   uint16_t* op = cuda_ops::bf16_out(out);
-  return cuda_ops::work([=](void* s) { cuda::gated_rmsnorm(M, d, G, xp, zp, ldz, wp, eps, op, s); });
+  return cuda_ops::launches([=](void* s) { cuda::gated_rmsnorm(M, d, G, xp, zp, ldz, wp, eps, op, s); });
 }
 
 // rmsnorm: if delta is given, residual += delta first (in place); out = rms(residual) * weight.

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../cpu/thread_pool.h"
@@ -23,7 +24,28 @@ struct ExecContext {
   cpu::ThreadPool* pool = nullptr;  // CPU backend
   void* cuda_stream = nullptr;      // CUDA backend
 };
-using Work = std::function<void(ExecContext&)>;
+
+// What plan() returns: the closure the stream runs later, and two facts the stream needs
+// about it. A plain lambda converts to a Work with neither (every CPU op).
+struct Work {
+  std::function<void(ExecContext&)> run;
+  // True when run() only enqueues device work (kernel launches, device-to-device copies) on
+  // ctx.cuda_stream whose arguments were all fixed at plan time: no host synchronisation, no
+  // allocation, no host decision on device data. A launched graph made only of such Works is
+  // recorded once into a CUDA graph and replayed (Stream::Graph); anything else runs as is.
+  bool capturable = false;
+  // Optional. Called after the batch's device work has finished (the stream was
+  // synchronised), including when it ran as a CUDA graph: returns an error that the device
+  // recorded while the work ran (e.g. an embedding id out of range), or "" when there is
+  // none, and resets what it read so the next run starts clean.
+  std::function<std::string(ExecContext&)> check;
+
+  Work() = default;
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, Work> &&
+                                              std::is_invocable_v<F&, ExecContext&>>>
+  Work(F fn) : run(std::move(fn)) {}
+  void operator()(ExecContext& c) const { run(c); }
+};
 
 using TensorPtr = std::shared_ptr<Tensor>;
 

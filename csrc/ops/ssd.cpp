@@ -100,7 +100,7 @@ SsdCuda check_ssd_cuda(const OpArgs& a, bool step) {
 
 Work plan_scan_cuda(const OpArgs& a) {
   SsdCuda s = check_ssd_cuda(a, false);
-  return cuda_ops::work([s](void* st) {
+  return cuda_ops::launches([s](void* st) {
     const cuda::SsdDims& d = s.dims;
     void* ws = s.workspace->data;
     if (!s.state.present || s.state.batched) {
@@ -123,7 +123,7 @@ Work plan_scan_cuda(const OpArgs& a) {
 
 Work plan_step_cuda(const OpArgs& a) {
   SsdCuda s = check_ssd_cuda(a, true);
-  return cuda_ops::work([s](void* st) {
+  return cuda_ops::launches([s](void* st) {
     if (s.state.batched)
       cuda::ssd_step(s.dims, s.x, s.ldx, s.Bm, s.ldb, s.Cm, s.ldc, s.dt, s.lddt, s.dt_bias, s.A_log, s.D,
                      s.state.per_seq[0], s.y, st);

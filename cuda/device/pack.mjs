@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// Packs what a device (GPU) machine needs to run test/cuda.test.ts and bench/cuda.ts, into a
-// folder that .gitignore already ignores (default .device/), for the `run` tool's `carry`:
-//   - cuda_test.mjs, bench_cuda.mjs: the test and the benchmark bundled by esbuild with every
+// Packs what a device (GPU) machine needs to run test/cuda.test.ts, test/cuda_graph.test.ts and
+// bench/cuda.ts, into a folder that .gitignore already ignores (default .device/), for the
+// `run` tool's `carry`:
+//   - cuda_test.mjs (both tests), bench_cuda.mjs: the tests and the benchmark bundled by esbuild with every
 //     import (lib/, test helpers), vitest replaced by cuda/device/vitest_shim.mjs: no
 //     node_modules needed there;
 //   - taipan.node: build/Release/taipan.node, which must have been built with CUDA here;
@@ -45,7 +46,7 @@ const common = {
 await esbuild.build({
   ...common,
   stdin: {
-    contents: "import './test/cuda.test.ts';\nimport { run } from 'vitest';\nawait run();\n",
+    contents: "import './test/cuda.test.ts';\nimport './test/cuda_graph.test.ts';\nimport { run } from 'vitest';\nawait run();\n",
     resolveDir: root,
     sourcefile: 'cuda-test-entry.mjs',
     loader: 'js',

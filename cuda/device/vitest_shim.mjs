@@ -1,7 +1,8 @@
-// A minimal stand-in for the parts of vitest that test/cuda.test.ts uses (describe, describe.skipIf,
-// it, beforeAll, afterAll, expect with toBe / toEqual / toBeLessThan / toBeGreaterThan /
-// toBeGreaterThanOrEqual / toThrow / rejects.toThrow / toMatch), so that the test can run as one
-// bundled file under plain node on a device machine, which has no node_modules (see pack.mjs).
+// A minimal stand-in for the parts of vitest that test/cuda.test.ts and test/cuda_graph.test.ts
+// use (describe, describe.skipIf, it, beforeAll, afterAll, expect with toBe / toEqual /
+// toBeLessThan / toBeGreaterThan / toBeGreaterThanOrEqual / toThrow / rejects.toThrow /
+// toMatch; timeouts are ignored), so that the tests can run as one bundled file under plain
+// node on a device machine, which has no node_modules (see pack.mjs).
 // Tests run in order, one at a time; `node cuda_test.mjs [-t pattern]` runs the matching ones.
 import { inspect, isDeepStrictEqual } from 'node:util';
 

@@ -8,9 +8,9 @@
 #   TAIPAN_ADDON=/tmp/taipan_emu_addon/taipan.node npx vitest run test/cuda.test.ts
 #
 # TEST BUILDS ONLY (see cuda_runtime.h here): kernels run one block at a time on CPU threads,
-# streams are synchronous and CUDA graphs are not supported, so this checks what the code
-# computes and which memory it touches (copies are checked against the cudaMalloc blocks),
-# not speed or concurrency. Needs g++ (C++20), python3 and node_modules (node-addon-api).
+# streams are synchronous and CUDA graphs are recorded closures replayed in order, so this
+# checks what the code computes, which memory it touches (copies are checked against the
+# cudaMalloc blocks) and that captured work makes no host step, not speed or concurrency. Needs g++ (C++20), python3 and node_modules (node-addon-api).
 # Output folder: $TAIPAN_EMU_ADDON_BUILD (default /tmp/taipan_emu_addon); rebuilds only what
 # changed (any header change rebuilds everything).
 set -euo pipefail

@@ -11,8 +11,20 @@
 // buffer between two warp barriers. `__shared__` becomes `static`, which is correct because
 // only one block runs at a time. Device memory is host memory (cudaMalloc = aligned_alloc),
 // streams are synchronous.
+//
+// Stream capture (CUDA graphs): while a stream captures, kernel launches, device copies and
+// memsets issued on it are recorded as closures instead of run; cudaStreamEndCapture hands
+// them over as a graph, cudaGraphInstantiate copies them and cudaGraphLaunch runs them in
+// order. A thread capturing in global or thread-local mode may not allocate, free or
+// synchronise (cudaErrorStreamCaptureUnsupported, and its captures are invalidated, as in
+// CUDA), and here it also may not issue work on a stream that is not capturing, nor copy
+// between host and device memory on any stream: CUDA allows some of that, but work that is
+// not recorded does not happen when the graph is replayed, and a host copy depends on host
+// memory that a replay does not rewrite. So a test fails where a captured step would
+// silently go wrong on a GPU.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <condition_variable>
@@ -60,17 +72,36 @@ enum cudaError_t {
   cudaErrorInvalidConfiguration = 9,
   cudaErrorInsufficientDriver = 35,
   cudaErrorNoDevice = 100,
+  cudaErrorIllegalState = 401,
   cudaErrorNotSupported = 801,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureWrongThread = 908,
 };
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 };
 enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
-enum cudaStreamCaptureMode { cudaStreamCaptureModeThreadLocal = 1 };
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+};
 constexpr unsigned cudaStreamNonBlocking = 1;
-struct CUstream_st { int dummy; };
+namespace emu {
+using Ops = std::vector<std::function<void()>>;
+// A stream's capture in progress: what it recorded, who began it, and whether a refused
+// call has invalidated it.
+struct Capture {
+  Ops ops;
+  cudaStreamCaptureMode mode;
+  std::thread::id thread;
+  bool invalid = false;
+};
+}  // namespace emu
+struct CUstream_st { std::unique_ptr<emu::Capture> capture; };
 using cudaStream_t = CUstream_st*;
-struct CUgraph_st;
-struct CUgraphExec_st;
+struct CUgraph_st { emu::Ops ops; };
+struct CUgraphExec_st { emu::Ops ops; };
 using cudaGraph_t = CUgraph_st*;
 using cudaGraphExec_t = CUgraphExec_st*;
 struct cudaDeviceProp {
@@ -96,7 +127,11 @@ inline const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
   }
   return "cudaErrorUnknown";
 }
@@ -107,6 +142,10 @@ inline const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorNotSupported: return "operation not supported (CPU emulator)";
+    case cudaErrorIllegalState: return "the resource is not in a valid state to perform the requested operation";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
     default: return "emulated error";
   }
 }
@@ -158,8 +197,51 @@ inline cudaError_t check_copy(void* d, const void* s, size_t n, cudaMemcpyKind k
   }
   return cudaSuccess;
 }
+
+// ---- Stream capture ----
+// Streams this thread is capturing in global or thread-local mode.
+inline thread_local std::vector<cudaStream_t> tl_captures;
+
+// A capture-unsafe call from a capturing thread: refused, and the thread's captures become
+// invalid (cudaStreamEndCapture then fails), as CUDA does.
+inline bool refuse_if_capturing() {
+  if (tl_captures.empty()) return false;
+  for (cudaStream_t s : tl_captures) s->capture->invalid = true;
+  fail(cudaErrorStreamCaptureUnsupported);
+  return true;
+}
+inline cudaError_t refuse_capture(cudaStream_t s) {
+  s->capture->invalid = true;
+  return fail(cudaErrorStreamCaptureUnsupported);
+}
+
+// Where a stream operation goes: recorded when s captures; refused from a capturing thread
+// otherwise (it would not be part of the graph); else run now.
+enum class Route { run, record, refused };
+inline Route route(cudaStream_t s) {
+  if (s && s->capture) return Route::record;
+  return refuse_if_capturing() ? Route::refused : Route::run;
+}
+// Runs `op` now or records it on s; the error of a refused operation otherwise.
+template <class F>
+cudaError_t submit(cudaStream_t s, F&& op) {
+  switch (route(s)) {
+    case Route::record: s->capture->ops.emplace_back(std::forward<F>(op)); return cudaSuccess;
+    case Route::refused: return cudaErrorStreamCaptureUnsupported;
+    case Route::run: op(); return cudaSuccess;
+  }
+  return cudaSuccess;
+}
+// A copy that involves host memory cannot be recorded (a replay would read or write host
+// memory as it is now): refused on a capturing stream or from a capturing thread.
+inline bool refuse_host_copy(cudaStream_t s, cudaMemcpyKind k) {
+  if (k == cudaMemcpyDeviceToDevice) return false;
+  if (s && s->capture) { refuse_capture(s); return true; }
+  return refuse_if_capturing();
+}
 }  // namespace emu
 inline cudaError_t cudaMalloc(void** p, size_t bytes) {
+  if (emu::refuse_if_capturing()) return cudaErrorStreamCaptureUnsupported;
   *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   if (!*p) return emu::fail(cudaErrorMemoryAllocation);
   std::memset(*p, 0xff, bytes);  // garbage (NaN patterns), like uninitialised device memory
@@ -169,6 +251,7 @@ inline cudaError_t cudaMalloc(void** p, size_t bytes) {
 }
 inline cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
+  if (emu::refuse_if_capturing()) return cudaErrorStreamCaptureUnsupported;
   {
     std::lock_guard<std::mutex> lk(emu::alloc_mutex());
     if (!emu::allocs().erase(reinterpret_cast<uintptr_t>(p))) return emu::fail(cudaErrorInvalidValue);
@@ -176,18 +259,19 @@ inline cudaError_t cudaFree(void* p) {
   std::free(p);
   return cudaSuccess;
 }
-inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t st) {
   if (n && !emu::is_device(p, n)) return emu::fail(cudaErrorInvalidValue);
-  std::memset(p, v, n);
+  if (emu::submit(st, [=] { std::memset(p, v, n); })) return emu::fail(cudaErrorStreamCaptureUnsupported);
   return cudaSuccess;
 }
-inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t) {
+inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t st) {
   if (cudaError_t e = emu::check_copy(d, s, n, k)) return e;
-  std::memmove(d, s, n);
+  if (emu::refuse_host_copy(st, k)) return cudaErrorStreamCaptureUnsupported;
+  if (emu::submit(st, [=] { std::memmove(d, s, n); })) return emu::fail(cudaErrorStreamCaptureUnsupported);
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpy2DAsync(void* d, size_t dpitch, const void* s, size_t spitch, size_t width,
-                                     size_t height, cudaMemcpyKind k, cudaStream_t) {
+                                     size_t height, cudaMemcpyKind k, cudaStream_t st) {
   if (width > dpitch || width > spitch) return emu::fail(cudaErrorInvalidValue);
   if (height == 0 || width == 0) return cudaSuccess;
   // Check the whole spans, then copy row by row.
@@ -195,20 +279,61 @@ inline cudaError_t cudaMemcpy2DAsync(void* d, size_t dpitch, const void* s, size
   const bool dd = emu::is_device(d, dspan), sd = emu::is_device(s, sspan);
   const bool ok = k == cudaMemcpyHostToDevice ? dd && !sd : k == cudaMemcpyDeviceToHost ? !dd && sd : dd && sd;
   if (!ok) return emu::fail(cudaErrorInvalidValue);
-  for (size_t r = 0; r < height; r++)
-    std::memmove(static_cast<char*>(d) + r * dpitch, static_cast<const char*>(s) + r * spitch, width);
+  if (emu::refuse_host_copy(st, k)) return cudaErrorStreamCaptureUnsupported;
+  auto copy = [=] {
+    for (size_t r = 0; r < height; r++)
+      std::memmove(static_cast<char*>(d) + r * dpitch, static_cast<const char*>(s) + r * spitch, width);
+  };
+  if (emu::submit(st, copy)) return emu::fail(cudaErrorStreamCaptureUnsupported);
   return cudaSuccess;
 }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
-inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { *s = new CUstream_st{0}; return cudaSuccess; }
+// Streams run their work at once, so there is nothing to wait for; but synchronising is
+// capture-unsafe (and a capturing stream cannot be waited for).
+inline cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  if (s && s->capture) return emu::refuse_capture(s);
+  return emu::refuse_if_capturing() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
+inline cudaError_t cudaDeviceSynchronize() {
+  return emu::refuse_if_capturing() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
+inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { *s = new CUstream_st(); return cudaSuccess; }
 inline cudaError_t cudaStreamDestroy(cudaStream_t s) { delete s; return cudaSuccess; }
-inline cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) { return emu::fail(cudaErrorNotSupported); }
-inline cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t*) { return emu::fail(cudaErrorNotSupported); }
-inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t*, cudaGraph_t, unsigned long long) { return emu::fail(cudaErrorNotSupported); }
-inline cudaError_t cudaGraphDestroy(cudaGraph_t) { return cudaSuccess; }
-inline cudaError_t cudaGraphLaunch(cudaGraphExec_t, cudaStream_t) { return emu::fail(cudaErrorNotSupported); }
-inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t) { return cudaSuccess; }
+inline cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+  if (!s) return emu::fail(cudaErrorStreamCaptureUnsupported);  // the legacy stream
+  if (s->capture) return emu::fail(cudaErrorIllegalState);
+  s->capture = std::make_unique<emu::Capture>();
+  s->capture->mode = mode;
+  s->capture->thread = std::this_thread::get_id();
+  if (mode != cudaStreamCaptureModeRelaxed) emu::tl_captures.push_back(s);
+  return cudaSuccess;
+}
+// Ends the capture whatever happened; an invalidated one yields no graph.
+inline cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
+  *graph = nullptr;
+  if (!s || !s->capture) return emu::fail(cudaErrorIllegalState);
+  if (s->capture->mode != cudaStreamCaptureModeRelaxed) {
+    if (s->capture->thread != std::this_thread::get_id()) return emu::fail(cudaErrorStreamCaptureWrongThread);
+    auto& mine = emu::tl_captures;
+    mine.erase(std::remove(mine.begin(), mine.end(), s), mine.end());
+  }
+  std::unique_ptr<emu::Capture> c = std::move(s->capture);
+  if (c->invalid) return emu::fail(cudaErrorStreamCaptureInvalidated);
+  *graph = new CUgraph_st{std::move(c->ops)};
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (!graph) return emu::fail(cudaErrorInvalidValue);
+  *exec = new CUgraphExec_st{graph->ops};
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphDestroy(cudaGraph_t graph) { delete graph; return cudaSuccess; }
+inline cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+  if (!exec) return emu::fail(cudaErrorInvalidValue);
+  auto replay = [exec] { for (const auto& op : exec->ops) op(); };
+  if (emu::submit(s, replay)) return emu::fail(cudaErrorStreamCaptureUnsupported);
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { delete exec; return cudaSuccess; }
 template <class F>
 cudaError_t cudaFuncSetAttribute(F* f, cudaFuncAttribute a, int v) {
   if (a != cudaFuncAttributeMaxDynamicSharedMemorySize || v > 227 * 1024) return emu::fail(cudaErrorInvalidValue);
@@ -286,7 +411,8 @@ inline unsigned char* dynamic_smem() { return smem_window(); }
 struct Launch {
   dim3 grid, block;
   size_t smem;
-  Launch(dim3 g, dim3 b, size_t s = 0, cudaStream_t = nullptr) : grid(g), block(b), smem(s) {}
+  cudaStream_t stream;
+  Launch(dim3 g, dim3 b, size_t s = 0, cudaStream_t st = nullptr) : grid(g), block(b), smem(s), stream(st) {}
 
   template <class... P, class... A>
   void operator()(void (*kernel)(P...), A&&... args) {
@@ -308,8 +434,14 @@ struct Launch {
     }
     std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
     const int n = int(nthreads);
-    const int nwarps = (n + 31) / 32;
     const dim3 g = grid, b = block;
+    // A capturing stream records the launch with its arguments as they are now.
+    if (submit(stream, [=] { run_blocks(kernel, params, g, b, n); })) fail(cudaErrorStreamCaptureUnsupported);
+  }
+
+  template <class K, class T>
+  static void run_blocks(K kernel, const T& params, dim3 g, dim3 b, int n) {
+    const int nwarps = (n + 31) / 32;
     for (unsigned bz = 0; bz < g.z; bz++)
       for (unsigned by = 0; by < g.y; by++)
         for (unsigned bx = 0; bx < g.x; bx++) {
@@ -354,6 +486,15 @@ template <class T> T __shfl_xor_sync(unsigned, T v, int m) { return emu_shfl(v, 
 template <class T> T __shfl_up_sync(unsigned, T v, int d) { return emu_shfl(v, emu::lane_id() - d, emu::lane_id() >= d); }
 template <class T> T __shfl_down_sync(unsigned, T v, int d) { return emu_shfl(v, emu::lane_id() + d, emu::lane_id() + d < 32); }
 template <class T> T __shfl_sync(unsigned, T v, int s) { return emu_shfl(v, s & 31, true); }
+
+// The threads of a block run concurrently here, so atomics are real ones.
+inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
+  std::atomic_ref<unsigned long long> a(*p);
+  unsigned long long old = a.load();
+  while (v < old && !a.compare_exchange_weak(old, v)) {
+  }
+  return old;
+}
 
 template <class T> inline T __ldg(const T* p) { return *p; }
 inline float __uint_as_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
