@@ -48,6 +48,8 @@ export interface NativeStream {
   endCapture(): NativeGraph;
   /** Queue every call of a captured graph (its ops read their tensors when they run). */
   launch(graph: NativeGraph): void;
+  /** On CUDA: replay launched graphs as CUDA graphs (default true unless TAIPAN_CUDA_GRAPHS=0). */
+  cudaGraphs: boolean;
   dispose(): void;
 }
 
@@ -55,6 +57,8 @@ export interface NativeStream {
 export interface NativeGraph {
   readonly ops: number;
   readonly disposed: boolean;
+  /** Whether its launches replay a captured CUDA graph. */
+  readonly cudaGraph: boolean;
   dispose(): void;
 }
 
@@ -102,6 +106,8 @@ export interface NativeAddon {
   setProfiling(on: boolean): boolean;
   /** Seconds and calls per op since the last reset. */
   opProfile(reset?: boolean): Record<string, { calls: number; seconds: number }>;
+  /** Process-wide counters of the CUDA graph path: captures made, graph launches, fallbacks to op-by-op. */
+  cudaGraphStats(): { captures: number; launches: number; fallbacks: number; lastFallback: string };
 }
 
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
