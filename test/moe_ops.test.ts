@@ -9,32 +9,12 @@ import { Ops } from '../lib/ops.js';
 import { relError } from './helpers/models.js';
 import { moeFfnRef, moeRouteRef } from './reference/moe.js';
 import * as ref from './reference/ops.js';
-import { randint, randn } from './reference/rng.js';
+import { randint } from './reference/rng.js';
+import { cpuPaths, filled, i32, read, readInt, seeded, t } from './helpers/tensors.js';
 
 const native = addon();
-const cpuPaths = native.backendInfo().cpu.avx2 ? (['avx2', 'portable'] as const) : (['portable'] as const);
-
-let seed = 9100;
-/** Random values rounded to f32, so the reference sees exactly what the kernel sees. */
-function rand(n: number, scale = 1): Float64Array {
-  return Float64Array.from(Float32Array.from(randn(n, seed++, scale)));
-}
-function t(data: ArrayLike<number>, shape: number[]): NativeTensor {
-  return native.tensor(Float32Array.from(data), shape);
-}
-function i32(data: ArrayLike<number>, shape = [data.length]): NativeTensor {
-  return native.tensor(Int32Array.from(data), shape, 'i32');
-}
-/** An f32 tensor filled with `v` (NaN by default: rows that must not be read). */
-function filled(shape: number[], v = NaN): NativeTensor {
-  return t(new Float64Array(shape.reduce((a, b) => a * b, 1)).fill(v), shape);
-}
-function read(x: NativeTensor): Float64Array {
-  return Float64Array.from(x.toArray());
-}
-function readInt(x: NativeTensor): number[] {
-  return Array.from(x.toArray());
-}
+const seeds = seeded(9100);
+const rand = seeds.rand;
 /** Place rows of `cols` values into a wider matrix of `ld` columns at column `at`: a strided view. */
 function strided(data: ArrayLike<number>, rows: number, cols: number, ld: number, at: number, fill = NaN): NativeTensor {
   const wide = new Float64Array(rows * ld).fill(fill);
@@ -212,7 +192,7 @@ for (const path of cpuPaths) {
       it('a wide row (parallel blocks)', () => {
         const [M2, d2] = [300, 97];
         const x = rand(M2 * d2);
-        const index = randint(M2, seed++, M2);
+        const index = randint(M2, seeds.next(), M2);
         const out = filled([M2, d2]);
         ops.gatherRows(t(x, [M2, d2]), i32(index), i32([M2]), out);
         ops.syncBlocking();

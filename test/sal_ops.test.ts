@@ -9,34 +9,14 @@ import { Ops, type StateArg } from '../lib/ops.js';
 import { relError } from './helpers/models.js';
 import { randomWeights, tinyConfig } from './reference/fixtures.js';
 import * as ref from './reference/ops.js';
-import { randn, randu } from './reference/rng.js';
+import { randu } from './reference/rng.js';
+import { cpuPaths, filled, i32, read, readInt, seeded, t } from './helpers/tensors.js';
 import { emptySalState, salLayer } from './reference/sal.js';
 import type { RefSalConfig, RefWeights, SalPastToken, SalState } from './reference/types.js';
 
 const native = addon();
-const cpuPaths = native.backendInfo().cpu.avx2 ? (['avx2', 'portable'] as const) : (['portable'] as const);
-
-let seed = 5000;
-/** Random values rounded to f32, so the reference sees exactly what the kernel sees. */
-function rand(n: number, scale = 1): Float64Array {
-  return Float64Array.from(Float32Array.from(randn(n, seed++, scale)));
-}
-function t(data: ArrayLike<number>, shape: number[]): NativeTensor {
-  return native.tensor(Float32Array.from(data), shape);
-}
-function i32(data: ArrayLike<number>, shape = [data.length]): NativeTensor {
-  return native.tensor(Int32Array.from(data), shape, 'i32');
-}
-/** An f32 tensor filled with `v` (NaN by default: rows that must not be read or written). */
-function filled(shape: number[], v = NaN): NativeTensor {
-  return t(new Float64Array(shape.reduce((a, b) => a * b, 1)).fill(v), shape);
-}
-function read(x: NativeTensor): Float64Array {
-  return Float64Array.from(x.toArray());
-}
-function readInt(x: NativeTensor): number[] {
-  return Array.from(x.toArray());
-}
+const seeds = seeded(5000);
+const rand = seeds.rand;
 function rowsOf(x: Float64Array, n: number, from: number, to: number): Float64Array {
   return x.slice(from * n, to * n);
 }
@@ -309,7 +289,7 @@ for (const path of cpuPaths) {
             const [H, hd] = [3, 40];
             const seqs: Seq[] = [3, 0].map((first) => ({ first, k: [], v: [], sel: [] }));
             const caches = newCaches(2, W, H * hd, form);
-            const u = randu(10000, seed++);
+            const u = randu(10000, seeds.next());
             let n = 0;
             for (const L of [2, 1, W, W + 1, 3, W - 1, 3 * W]) chunk(seqs, caches, L, W, H, hd, kv, () => u[n++]! < 0.4);
             chunk(seqs, caches, 5, W, H, hd, kv, () => false); // count 0: nothing computed, caches still written
@@ -351,7 +331,7 @@ for (const path of cpuPaths) {
           const r = rand(M * d);
           const o = rand(M * d);
           const x = rand(M * d);
-          const prob = Float64Array.from(Float32Array.from(randu(M, seed++)));
+          const prob = Float64Array.from(Float32Array.from(randu(M, seeds.next())));
           const index = [1, 4, 9, 0, 0, 0, 0, 0, 0, 0];
           const count = 3;
           const rT = t(r, [M, d]);
@@ -389,7 +369,7 @@ for (const path of cpuPaths) {
       function setup(sal: Partial<RefSalConfig>, d: number, gateBias: [number, number]) {
         const cfg = tinyConfig({ d_model: d, layer_types: ['sal'], sal });
         const weights: RefWeights = new Map();
-        for (const [name, w] of randomWeights(cfg, seed++)) weights.set(name, Float64Array.from(Float32Array.from(w)));
+        for (const [name, w] of randomWeights(cfg, seeds.next())) weights.set(name, Float64Array.from(Float32Array.from(w)));
         weights.set(prefix + 'mixer.gate.bias', Float64Array.from(gateBias));
         const s = cfg.sal!;
         const HD = s.n_heads * s.head_dim;
