@@ -48,23 +48,37 @@ Work plan_copy_cuda(const OpArgs& a) {
 }
 
 
-// CUDA swiglu: h bf16 [M, 2F] (rows may be strided), out bf16 [M, F] contiguous, optional
-// count i32 [1] on the device, read by the kernel (no host step: rows at or past count return
-// at once), so rows past it are left as they were, as on the CPU.
-Work plan_swiglu_cuda(const OpArgs& a) {
-  cuda_ops::dtype(a, "h", {DType::BF16}, cuda_ops::kActivation);
-  cuda_ops::dtype(a, "out", {DType::BF16}, cuda_ops::kActivation);
-  const Tensor& out = a.expect("out", {DType::BF16}, {-1, -1});
+// swiglu's shapes, the same on both devices (only the dtype differs): h [M, 2F] (rows may be
+// strided), out [M, F] contiguous, optional count i32 [1].
+struct SwigluArgs {
+  const Tensor& h;
+  const Tensor& out;
+  const int32_t* count;
+  int64_t M, F;
+};
+
+SwigluArgs check_swiglu(const OpArgs& a, DType dt) {
+  const Tensor& out = a.expect("out", {dt}, {-1, -1});
   a.expect_contiguous("out");
   int64_t M = out.shape[0], F = out.shape[1];
-  const Tensor& h = a.expect("h", {DType::BF16}, {M, 2 * F});
+  const Tensor& h = a.expect("h", {dt}, {M, 2 * F});
   const Tensor* count = a.expect_optional("count", {DType::I32}, {1});
   a.expect_no_overlap("out", "h");
   a.expect_no_overlap("out", "count");
-  const uint16_t* hp = cuda_ops::bf16(h);
-  int64_t ldh = h.ld;
-  uint16_t* op = cuda_ops::bf16_out(out);
-  const int32_t* cp = count ? count->ptr<int32_t>() : nullptr;
+  return {h, out, count ? count->ptr<int32_t>() : nullptr, M, F};
+}
+
+// CUDA swiglu: bf16 h and out; the count lives on the device and is read by the kernel (no host
+// step: rows at or past count return at once), so rows past it are left as they were, as on
+// the CPU.
+Work plan_swiglu_cuda(const OpArgs& a) {
+  cuda_ops::dtype(a, "h", {DType::BF16}, cuda_ops::kActivation);
+  cuda_ops::dtype(a, "out", {DType::BF16}, cuda_ops::kActivation);
+  SwigluArgs w = check_swiglu(a, DType::BF16);
+  const uint16_t* hp = cuda_ops::bf16(w.h);
+  int64_t ldh = w.h.ld, M = w.M, F = w.F;
+  uint16_t* op = cuda_ops::bf16_out(w.out);
+  const int32_t* cp = w.count;
   return cuda_ops::launches([=](void* s) { cuda::swiglu(M, F, hp, ldh, op, cp, s); });
 }
 
@@ -119,17 +133,11 @@ Work plan_copy(const OpArgs& a) {
 // expert's row count from moe_route), so it is read when the work runs.
 Work plan_swiglu(const OpArgs& a) {
   if (a.device == Device::CUDA) return plan_swiglu_cuda(a);
-  const Tensor& out = a.expect("out", {DType::F32}, {-1, -1});
-  a.expect_contiguous("out");
-  int64_t M = out.shape[0], F = out.shape[1];
-  const Tensor& h = a.expect("h", {DType::F32}, {M, 2 * F});
-  const Tensor* count = a.expect_optional("count", {DType::I32}, {1});
-  a.expect_no_overlap("out", "h");
-  a.expect_no_overlap("out", "count");
-  const float* hp = h.ptr<float>();
-  int64_t ldh = h.ld;
-  float* op = out.ptr<float>();
-  const int32_t* cp = count ? count->ptr<int32_t>() : nullptr;
+  SwigluArgs w = check_swiglu(a, DType::F32);
+  const float* hp = w.h.ptr<float>();
+  int64_t ldh = w.h.ld, M = w.M, F = w.F;
+  float* op = w.out.ptr<float>();
+  const int32_t* cp = w.count;
   return [=](ExecContext& c) {
     int64_t rows = cp ? std::clamp<int64_t>(*cp, 0, M) : M;
     cpu::swiglu(*c.pool, rows, F, hp, ldh, op);
