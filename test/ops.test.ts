@@ -42,6 +42,8 @@ for (const path of cpuPaths) {
     describe('linear', () => {
       const shapes = [
         [1, 1, 1], [1, 768, 50], [2, 33, 17], [3, 17, 33], [7, 64, 129], [8, 40, 24], [9, 31, 65], [64, 96, 40], [130, 200, 70],
+        // decode shapes large enough that each thread reads its rows as several streams, with leftovers
+        [1, 64, 1003], [2, 40, 611], [5, 48, 997], [48, 24, 301],
       ];
       for (const wdt of ['f32', 'f16', 'bf16'] as const) {
         for (const [M, K, N] of shapes) {
