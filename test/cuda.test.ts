@@ -21,6 +21,7 @@ import type { ModelConfig } from '../lib/config.js';
 import { Mamba2Model } from '../lib/models/mamba2.js';
 import { addon, type DeviceName, type NativeTensor } from '../lib/native.js';
 import { Ops } from '../lib/ops.js';
+import { chunkWidths, type AttentionChunk } from './helpers/attention.js';
 import { relError, smallJambaConfig, smallMamba2Config, smallPaperJambaConfig, smallTransformerConfig, tempDir, writeModel } from './helpers/models.js';
 import { randn, randu } from './reference/rng.js';
 
@@ -638,13 +639,7 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
   });
 
   describe('attention and kv_append (Transformer++)', () => {
-    interface Case {
-      B: number;
-      L: number;
-      Hq: number;
-      Hkv: number;
-      hd: number;
-      starts: number[];
+    interface Case extends AttentionChunk {
       form: 'list' | 'batched';
       cacheDtype?: 'f32' | 'bf16';
       strided?: boolean;
@@ -655,8 +650,8 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
      * the caches afterwards (exact: the chunk's keys and values are bf16 values).
      */
     function check(c: Case) {
-      const { B, L, Hq, Hkv, hd, starts } = c;
-      const [M, HQ, HKV] = [B * L, Hq * hd, Hkv * hd];
+      const { B, L, hd, starts } = c;
+      const { M, HQ, HKV } = chunkWidths(c);
       const q = rand(M * HQ);
       const k = rand(M * HKV);
       const v = rand(M * HKV);

@@ -9,25 +9,29 @@ import { ConfigError, PRESETS, configToJson, countParameters, getPreset, parseCo
 import { CausalLM } from '../lib/models/causal_lm.js';
 import { loadModel } from '../lib/generate.js';
 import { JambaModel } from '../lib/models/jamba.js';
-import { SafetensorsFile, writeSafetensors } from '../lib/safetensors.js';
 import { expectBatchEqualsAlone, expectChunkedEqualsDecode, expectGreedyEqualsArgmax } from './helpers/invariants.js';
-import { relError, smallJambaConfig, smallPaperJambaConfig, tempDir, writeModel } from './helpers/models.js';
+import { cpuModels, relError, rewriteCheckpoint, smallJambaConfig, smallPaperJambaConfig, tokenIds, writeModel } from './helpers/models.js';
 import { jambaForward, type RefJambaConfig } from './reference/jamba.js';
 
-function ids(n: number, s: number, vocab = 100): number[] {
-  return Array.from({ length: n }, (_, i) => (s * 37 + i * 13 + ((i * i) % 11)) % vocab);
-}
 const ref = (c: ModelConfig) => c as unknown as RefJambaConfig;
 
-const dirs: { cleanup(): void }[] = [];
-afterAll(() => dirs.forEach((d) => d.cleanup()));
+const { build, buildChunkedAndOneShot, scratchDir } = cpuModels(JambaModel);
 
-async function build(cfg: ModelConfig, s: number, opts: { prefillChunk?: number } = {}) {
-  const dir = tempDir();
-  dirs.push(dir);
-  const weights = await writeModel(cfg, dir.dir, s);
-  const model = await JambaModel.load(dir.dir, { backend: 'cpu', ...opts });
-  return { dir: dir.dir, weights, model };
+/**
+ * A JambaModel of `cfg` (random weights from `seed`) prefilling `seq` in pieces of
+ * `prefillChunk` tokens gives the reference's logits at every position.
+ */
+async function expectPrefillMatchesReference(cfg: ModelConfig, seed: number, prefillChunk: number, seq: number[]): Promise<void> {
+  const { weights, model } = await build(cfg, seed, { prefillChunk });
+  try {
+    expect(model).toBeInstanceOf(JambaModel);
+    const got = await model.prefill(seq, { logits: 'all' });
+    const want = jambaForward(ref(cfg), weights, [seq], null);
+    expect(relError(got.logits, want.logits)).toBeLessThan(1e-4);
+    got.states.forEach((s) => s.dispose());
+  } finally {
+    model.dispose();
+  }
 }
 
 describe('jamba configs', () => {
@@ -93,25 +97,14 @@ describe('jamba configs', () => {
 
 describe('JambaModel (original) vs the reference', () => {
   it('logits at every position; Mamba-1, attention without RoPE, dense and MoE layers', async () => {
-    const cfg = smallJambaConfig();
-    const { weights, model } = await build(cfg, 3, { prefillChunk: 13 });
-    try {
-      expect(model).toBeInstanceOf(JambaModel);
-      const seq = ids(41, 1);
-      const got = await model.prefill(seq, { logits: 'all' });
-      const want = jambaForward(ref(cfg), weights, [seq], null);
-      expect(relError(got.logits, want.logits)).toBeLessThan(1e-4);
-      got.states.forEach((s) => s.dispose());
-    } finally {
-      model.dispose();
-    }
+    await expectPrefillMatchesReference(smallJambaConfig(), 3, 13, tokenIds(41, 1));
   });
 
   it('a batch of 3 decoding from different prompts matches the reference step by step', async () => {
     const cfg = smallJambaConfig({ moe: { n_experts: 5, top_k: 1 } });
     const { weights, model } = await build(cfg, 4);
     try {
-      const prompts = [ids(9, 4), ids(1, 5), ids(20, 6)];
+      const prompts = [tokenIds(9, 4), tokenIds(1, 5), tokenIds(20, 6)];
       const states = [];
       const refStates = [];
       for (const p of prompts) {
@@ -138,17 +131,7 @@ describe('JambaModel (original) vs the reference', () => {
 
 describe('JambaModel (taipan-paper variant) vs the reference', () => {
   it('logits at every position, prompts longer than the SSD chunk', async () => {
-    const cfg = smallPaperJambaConfig();
-    const { weights, model } = await build(cfg, 5, { prefillChunk: 19 });
-    try {
-      const seq = ids(45, 2);
-      const got = await model.prefill(seq, { logits: 'all' });
-      const want = jambaForward(ref(cfg), weights, [seq], null);
-      expect(relError(got.logits, want.logits)).toBeLessThan(1e-4);
-      got.states.forEach((s) => s.dispose());
-    } finally {
-      model.dispose();
-    }
+    await expectPrefillMatchesReference(smallPaperJambaConfig(), 5, 19, tokenIds(45, 2));
   });
 });
 
@@ -157,23 +140,18 @@ for (const variant of ['original', 'taipan-paper'] as const) {
     let model: JambaModel;
     let oneShot: JambaModel;
     const cfg = variant === 'original' ? smallJambaConfig() : smallPaperJambaConfig();
-    const seq = ids(70, 9);
+    const seq = tokenIds(70, 9);
     beforeAll(async () => {
-      const built = await build(cfg, 41, { prefillChunk: 17 });
-      model = built.model;
-      oneShot = await JambaModel.load(built.dir, { backend: 'cpu', prefillChunk: 1000 });
+      ({ model, oneShot } = await buildChunkedAndOneShot(cfg, 41, 17));
     });
-    afterAll(() => {
-      model.dispose();
-      oneShot.dispose();
-    });
+    afterAll(() => [model, oneShot].forEach((m) => m.dispose()));
 
     it('chunked prefill == one-shot prefill == token-by-token decode', async () => {
       expect(await expectChunkedEqualsDecode(model, oneShot, seq)).toBe(seq.length);
     });
 
     it('a batch equals each sequence run alone', async () => {
-      await expectBatchEqualsAlone(model, [ids(23, 1), ids(23, 2), ids(23, 3)]);
+      await expectBatchEqualsAlone(model, [tokenIds(23, 1), tokenIds(23, 2), tokenIds(23, 3)]);
     });
 
     it('greedy generation equals argmax of the one-shot logits', async () => {
@@ -190,8 +168,7 @@ describe('jamba checkpoints', () => {
     const m = await CausalLM.load(dir, { backend: 'cpu' });
     expect(m.layers.map((l) => l.kind)).toEqual(['mamba1', 'mamba1', 'mamba1', 'mamba1', 'attention', 'mamba1', 'mamba1', 'mamba1']);
     m.dispose();
-    const other = tempDir();
-    dirs.push(other);
+    const other = scratchDir();
     await writeModel(parseConfig({ model_type: 'mamba2', d_model: 32, n_layer: 1, vocab_size: 100, ssm: { headdim: 16, d_state: 8 } }), other.dir, 1);
     await expect(JambaModel.load(other.dir, { backend: 'cpu' })).rejects.toThrow(/JambaModel runs model_type "jamba", got "mamba2"/);
   });
@@ -202,22 +179,14 @@ describe('jamba checkpoints', () => {
       ['backbone.layers.3.moe.experts.2.fc2.weight', null, /missing tensor backbone\.layers\.3\.moe\.experts\.2\.fc2\.weight/],
       [null, 'backbone.layers.2.mixer.A_log', /tensor backbone\.layers\.2\.mixer\.A_log has shape \[1024\], but the config needs \[64, 8\]/],
     ] as const) {
-      const { dir, cleanup } = tempDir();
-      dirs.push({ cleanup });
+      const { dir } = scratchDir();
       await writeModel(cfg, dir, 9);
-      const file = `${dir}/model.safetensors`;
-      const src = SafetensorsFile.open(file);
-      const kept = src
-        .names()
-        .filter((name) => name !== drop)
-        .map((name) => {
-          const x = src.read(name);
-          const shape = name === reshape ? [x.shape.reduce((a, b) => a * b, 1) * 2] : x.shape;
-          const bytes = name === reshape ? new Uint8Array([...x.bytes, ...x.bytes]) : x.bytes;
-          return { name, dtype: x.dtype, shape, data: bytes };
-        });
-      src.close();
-      writeSafetensors(file, kept);
+      rewriteCheckpoint(dir, (x) => {
+        if (x.name === drop) return null;
+        if (x.name !== reshape) return x;
+        // The tensor twice over, flattened: twice the elements, in the wrong shape.
+        return { ...x, shape: [x.shape.reduce((a, b) => a * b, 1) * 2], data: new Uint8Array([...x.data, ...x.data]) };
+      });
       await expect(JambaModel.load(dir, { backend: 'cpu' })).rejects.toThrow(msg);
     }
   });
@@ -229,7 +198,7 @@ describe('jamba in the generation engine', () => {
     const { dir, model: direct } = await build(cfg, 12);
     const engine = await loadModel(dir, { backend: 'cpu', maxSequences: 3 });
     try {
-      const prompts = [ids(5, 1), ids(12, 2), ids(1, 3), ids(30, 4), ids(7, 5)];
+      const prompts = [tokenIds(5, 1), tokenIds(12, 2), tokenIds(1, 3), tokenIds(30, 4), tokenIds(7, 5)];
       const want = [];
       for (const p of prompts) want.push(await direct.generateGreedy(p, { maxTokens: 12 }));
       // Five requests over three slots: two of them reuse a finished request's state.

@@ -1,31 +1,19 @@
 // The whole Taipan model (Mamba-2 blocks + Selective Attention Layers) on the CPU against the
 // float64 reference (test/reference/model.ts), for every SAL option, and its invariants:
 // chunked prefill == one-shot prefill == token-by-token decode, a batch == its sequences alone.
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ConfigError, parseConfig, type ModelConfig } from '../lib/config.js';
 import { randomTokenIds } from '../lib/models/random.js';
 import { TaipanModel } from '../lib/models/taipan.js';
-import { relError, smallTaipanConfig, tempDir, writeModel } from './helpers/models.js';
+import { expectBatchEqualsAlone, expectChunkedEqualsDecode } from './helpers/invariants.js';
+import { cpuModels, dropTensor, relError, smallTaipanConfig, tokenIds, writeModel } from './helpers/models.js';
 import { initialState, referenceForward } from './reference/model.js';
 import type { RefConfig } from './reference/types.js';
 
-function ids(n: number, seed: number, vocab = 100): number[] {
-  return Array.from({ length: n }, (_, i) => (seed * 37 + i * 13 + ((i * i) % 11)) % vocab);
-}
 const ref = (c: ModelConfig) => c as unknown as RefConfig;
 
-const dirs: { cleanup(): void }[] = [];
-afterAll(() => dirs.forEach((d) => d.cleanup()));
-
-async function build(cfg: ModelConfig, seed: number, opts: { prefillChunk?: number } = {}) {
-  const dir = tempDir();
-  dirs.push(dir);
-  const weights = await writeModel(cfg, dir.dir, seed);
-  const model = await TaipanModel.load(dir.dir, { backend: 'cpu', ...opts });
-  return { dir: dir.dir, weights, model };
-}
+const { build, buildChunkedAndOneShot, scratchDir } = cpuModels(TaipanModel);
 
 const variants = [
   { kv: 'all', mix: 'residual', rope: null },
@@ -42,7 +30,7 @@ describe('TaipanModel vs the reference', () => {
       // prefill chunk 7 and SSD chunk 8: the prompt (45 tokens) crosses both and the window (16).
       const { weights, model } = await build(cfg, 20 + n, { prefillChunk: 7 });
       try {
-        const seq = ids(45, n);
+        const seq = tokenIds(45, n);
         const got = await model.prefill(seq, { logits: 'all' });
         const want = referenceForward(ref(cfg), weights, [seq], null);
         expect(relError(got.logits, want.logits)).toBeLessThan(1e-4);
@@ -67,7 +55,7 @@ describe('TaipanModel vs the reference', () => {
     const cfg = smallTaipanConfig({ kv: 'selected', rope: { theta: 10000 } });
     const { weights, model } = await build(cfg, 31, { prefillChunk: 5 });
     try {
-      const seqs = [ids(12, 1), ids(12, 2), ids(12, 3)];
+      const seqs = [tokenIds(12, 1), tokenIds(12, 2), tokenIds(12, 3)];
       const first = await model.prefill(seqs, { logits: 'all' });
       const refFirst = referenceForward(ref(cfg), weights, seqs, initialState(ref(cfg), 3));
       expect(relError(first.logits, refFirst.logits)).toBeLessThan(1e-4);
@@ -91,32 +79,14 @@ describe('TaipanModel invariants', () => {
   let model: TaipanModel;
   let oneShot: TaipanModel;
   const cfg = smallTaipanConfig({ window: 16 });
-  const seq = ids(50, 9);
+  const seq = tokenIds(50, 9);
   beforeAll(async () => {
-    const built = await build(cfg, 41, { prefillChunk: 6 });
-    model = built.model;
-    oneShot = await TaipanModel.load(built.dir, { backend: 'cpu', prefillChunk: 1000 });
+    ({ model, oneShot } = await buildChunkedAndOneShot(cfg, 41, 6));
   });
-  afterAll(() => {
-    model.dispose();
-    oneShot.dispose();
-  });
+  afterAll(() => [model, oneShot].forEach((m) => m.dispose()));
 
   it('chunked prefill == one-shot prefill == token-by-token decode, across window boundaries', async () => {
-    const chunked = await model.prefill(seq, { logits: 'all' });
-    const whole = await oneShot.prefill(seq, { logits: 'all' });
-    expect(relError(chunked.logits, whole.logits)).toBeLessThan(1e-5);
-
-    const V = cfg.vocab_padded;
-    const state = model.createState();
-    const first = await model.prefill(seq.slice(0, 1), { states: [state] });
-    expect(relError(first.logits, whole.logits.subarray(0, V))).toBeLessThan(1e-5);
-    for (let t = 1; t < seq.length; t++) {
-      const row = await model.step([seq[t]!], [state]);
-      expect(relError(row, whole.logits.subarray(t * V, (t + 1) * V))).toBeLessThan(1e-5);
-    }
-    expect(state.position).toBe(seq.length);
-    state.dispose();
+    expect(await expectChunkedEqualsDecode(model, oneShot, seq)).toBe(seq.length);
   });
 
   it('prefill of a prefix, then the rest as a second prefill, equals one prefill', async () => {
@@ -130,15 +100,7 @@ describe('TaipanModel invariants', () => {
   });
 
   it('a batch equals each sequence run alone', async () => {
-    const seqs = [ids(23, 1), ids(23, 2), ids(23, 3)];
-    const batch = await model.prefill(seqs, { logits: 'all' });
-    const V = cfg.vocab_padded;
-    for (let b = 0; b < 3; b++) {
-      const alone = await model.prefill(seqs[b]!, { logits: 'all' });
-      expect(relError(batch.logits.subarray(b * 23 * V, (b + 1) * 23 * V), alone.logits)).toBeLessThan(1e-5);
-      alone.states.forEach((s) => s.dispose());
-    }
-    batch.states.forEach((s) => s.dispose());
+    await expectBatchEqualsAlone(model, [tokenIds(23, 1), tokenIds(23, 2), tokenIds(23, 3)]);
   });
 
   it('reports the selection of every forward, and the totals', async () => {
@@ -163,7 +125,7 @@ describe('selection edge cases', () => {
           sal.setGateBias([0, bias]);
           weights.set(`backbone.layers.${sal.index}.mixer.gate.bias`, Float64Array.from([0, bias]));
         }
-        const seq = ids(21, 4);
+        const seq = tokenIds(21, 4);
         const got = await model.prefill(seq, { logits: 'all' });
         const want = referenceForward(ref(cfg), weights, [seq], null);
         expect(relError(got.logits, want.logits)).toBeLessThan(1e-4);
@@ -181,7 +143,7 @@ describe('selection edge cases', () => {
       // Find prompts whose first SAL selects position 0 and position L-1.
       let checked = 0;
       for (let s = 0; s < 40 && checked < 2; s++) {
-        const seq = ids(9, s);
+        const seq = tokenIds(9, s);
         const want = referenceForward(ref(cfg), weights, [seq], null);
         const m = want.masks.get(2)!;
         if (!(m[0] && m[8])) continue;
@@ -224,21 +186,9 @@ describe('bad configs and checkpoints', () => {
 
   it('names a missing SAL tensor', async () => {
     const cfg = smallTaipanConfig();
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = scratchDir();
     await writeModel(cfg, dir.dir, 60);
-    const { SafetensorsFile, writeSafetensors } = await import('../lib/safetensors.js');
-    const file = join(dir.dir, 'model.safetensors');
-    const src = SafetensorsFile.open(file);
-    const kept = src
-      .names()
-      .filter((n) => n !== 'backbone.layers.6.mixer.q_proj.weight')
-      .map((name) => {
-        const t = src.read(name);
-        return { name, dtype: t.dtype, shape: t.shape, data: t.bytes };
-      });
-    src.close();
-    writeSafetensors(file, kept);
+    dropTensor(dir.dir, 'backbone.layers.6.mixer.q_proj.weight');
     await expect(TaipanModel.load(dir.dir, { backend: 'cpu' })).rejects.toThrow(/backbone\.layers\.6\.mixer\.q_proj\.weight/);
   });
 });

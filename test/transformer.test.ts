@@ -2,7 +2,6 @@
 // direct float64 computation on the AVX2 and portable paths, and the whole model against the
 // float64 reference test/reference/transformer.ts, with its invariants: chunked prefill ==
 // one-shot prefill == token-by-token decode across KV cache growth, a batch == its sequences alone.
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { formatLatencyBenchmark, latencySvg, presetFor, type LatencyResult } from '../lib/bench/latency.js';
@@ -13,8 +12,9 @@ import { addon, type NativeTensor } from '../lib/native.js';
 import { Ops, type StateArg } from '../lib/ops.js';
 import { CausalLM } from '../lib/models/causal_lm.js';
 import { TransformerModel } from '../lib/models/transformer.js';
+import { chunkWidths, type AttentionChunk } from './helpers/attention.js';
 import { expectBatchEqualsAlone, expectChunkedEqualsDecode, expectGreedyEqualsArgmax } from './helpers/invariants.js';
-import { relError, smallMamba2Config, smallTransformerConfig, tempDir, writeModel } from './helpers/models.js';
+import { cpuModels, dropTensor, relError, smallMamba2Config, smallTransformerConfig, tokenIds, writeModel } from './helpers/models.js';
 import { randn } from './reference/rng.js';
 import { attendAll, transformerForward, type RefTransformerConfig } from './reference/transformer.js';
 
@@ -47,13 +47,7 @@ function strided(data: Float64Array, rows: number, cols: number, ld: number, at:
 }
 const rowOf = (x: Float64Array, i: number, n: number) => x.subarray(i * n, (i + 1) * n);
 
-interface Case {
-  B: number;
-  L: number;
-  Hq: number;
-  Hkv: number;
-  hd: number;
-  starts: number[];
+interface Case extends AttentionChunk {
   /** Extra cache rows past start + L (NaN: never to be read). */
   spare?: number;
   form?: 'batched' | 'list';
@@ -66,9 +60,7 @@ interface Case {
  */
 function checkAttention(ops: Ops, c: Case): void {
   const { B, L, Hq, Hkv, hd, starts } = c;
-  const M = B * L;
-  const HQ = Hq * hd;
-  const HKV = Hkv * hd;
+  const { M, HQ, HKV } = chunkWidths(c);
   const q = rand(M * HQ);
   const k = rand(M * HKV);
   const v = rand(M * HKV);
@@ -236,21 +228,9 @@ for (const path of cpuPaths) {
 
 // ---- the whole model ----------------------------------------------------------------------
 
-function ids(n: number, s: number, vocab = 100): number[] {
-  return Array.from({ length: n }, (_, i) => (s * 37 + i * 13 + ((i * i) % 11)) % vocab);
-}
 const ref = (c: ModelConfig) => c as unknown as RefTransformerConfig;
 
-const dirs: { cleanup(): void }[] = [];
-afterAll(() => dirs.forEach((d) => d.cleanup()));
-
-async function build(cfg: ModelConfig, s: number, opts: { prefillChunk?: number } = {}) {
-  const dir = tempDir();
-  dirs.push(dir);
-  const weights = await writeModel(cfg, dir.dir, s);
-  const model = await TransformerModel.load(dir.dir, { backend: 'cpu', ...opts });
-  return { dir: dir.dir, weights, model };
-}
+const { build, buildChunkedAndOneShot, scratchDir } = cpuModels(TransformerModel);
 
 describe('TransformerModel vs the reference', () => {
   for (const [n, attn] of [{ n_kv_heads: 2 }, { n_kv_heads: 1 }, { n_kv_heads: 4, rope_theta: 500 }].entries()) {
@@ -259,7 +239,7 @@ describe('TransformerModel vs the reference', () => {
       const { weights, model } = await build(cfg, 10 + n, { prefillChunk: 7 });
       try {
         expect(model).toBeInstanceOf(TransformerModel);
-        const seq = ids(45, n);
+        const seq = tokenIds(45, n);
         const got = await model.prefill(seq, { logits: 'all' });
         const want = transformerForward(ref(cfg), weights, [seq], null);
         expect(relError(got.logits, want.logits)).toBeLessThan(1e-4);
@@ -275,7 +255,7 @@ describe('TransformerModel vs the reference', () => {
     const cfg = smallTransformerConfig();
     const { weights, model } = await build(cfg, 20, { prefillChunk: 100 });
     try {
-      const seq = ids(300, 3);
+      const seq = tokenIds(300, 3);
       const got = await model.prefill(seq, { logits: 'all' });
       const want = transformerForward(ref(cfg), weights, [seq], null);
       expect(relError(got.logits, want.logits)).toBeLessThan(1e-4);
@@ -284,7 +264,7 @@ describe('TransformerModel vs the reference', () => {
       got.states.forEach((s) => s.dispose());
 
       // Three sequences at 250, 3 and 40 tokens decode together; the first crosses 256.
-      const prompts = [ids(250, 4), ids(3, 5), ids(40, 6)];
+      const prompts = [tokenIds(250, 4), tokenIds(3, 5), tokenIds(40, 6)];
       const states = [];
       const refStates = [];
       for (const p of prompts) {
@@ -315,16 +295,11 @@ describe('TransformerModel invariants', () => {
   let model: TransformerModel;
   let oneShot: TransformerModel;
   const cfg = smallTransformerConfig();
-  const seq = ids(270, 9);
+  const seq = tokenIds(270, 9);
   beforeAll(async () => {
-    const built = await build(cfg, 41, { prefillChunk: 37 });
-    model = built.model;
-    oneShot = await TransformerModel.load(built.dir, { backend: 'cpu', prefillChunk: 1000 });
+    ({ model, oneShot } = await buildChunkedAndOneShot(cfg, 41, 37));
   });
-  afterAll(() => {
-    model.dispose();
-    oneShot.dispose();
-  });
+  afterAll(() => [model, oneShot].forEach((m) => m.dispose()));
 
   it('chunked prefill == one-shot prefill == token-by-token decode, across cache growth', async () => {
     expect(await expectChunkedEqualsDecode(model, oneShot, seq)).toBe(seq.length);
@@ -342,7 +317,7 @@ describe('TransformerModel invariants', () => {
   });
 
   it('a batch equals each sequence run alone', async () => {
-    await expectBatchEqualsAlone(model, [ids(23, 1), ids(23, 2), ids(23, 3)]);
+    await expectBatchEqualsAlone(model, [tokenIds(23, 1), tokenIds(23, 2), tokenIds(23, 3)]);
   });
 
   it('resetState empties the KV caches (kept at their grown size)', async () => {
@@ -387,31 +362,18 @@ describe('transformer configs and checkpoints', () => {
   });
 
   it('TransformerModel refuses a config with other layers; a missing tensor is named', async () => {
-    const m = tempDir();
-    dirs.push(m);
+    const m = scratchDir();
     await writeModel(smallMamba2Config(), m.dir, 1);
     await expect(TransformerModel.load(m.dir, { backend: 'cpu' })).rejects.toThrow(/TransformerModel runs attention layers only, but layer 0 is "mamba2"/);
 
     const cfg = smallTransformerConfig();
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = scratchDir();
     await writeModel(cfg, dir.dir, 2);
     // The generic loader runs a transformer checkpoint too.
     const generic = await CausalLM.load(dir.dir, { backend: 'cpu' });
-    expect((await generic.prefill(ids(5, 1))).logits.length).toBe(cfg.vocab_padded);
+    expect((await generic.prefill(tokenIds(5, 1))).logits.length).toBe(cfg.vocab_padded);
     generic.dispose();
-    const { SafetensorsFile, writeSafetensors } = await import('../lib/safetensors.js');
-    const file = join(dir.dir, 'model.safetensors');
-    const src = SafetensorsFile.open(file);
-    const kept = src
-      .names()
-      .filter((n) => n !== 'backbone.layers.1.mixer.k_proj.weight')
-      .map((name) => {
-        const x = src.read(name);
-        return { name, dtype: x.dtype, shape: x.shape, data: x.bytes };
-      });
-    src.close();
-    writeSafetensors(file, kept);
+    dropTensor(dir.dir, 'backbone.layers.1.mixer.k_proj.weight');
     await expect(TransformerModel.load(dir.dir, { backend: 'cpu' })).rejects.toThrow(/backbone\.layers\.1\.mixer\.k_proj\.weight/);
   });
 });

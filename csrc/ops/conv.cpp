@@ -7,10 +7,49 @@
 namespace taipan {
 namespace {
 
+// The shape checks both backends share (only the activation dtype and the kernel widths their
+// kernels take differ). x [B*L, C] in `act` (rows may be strided: the xBC columns of in_proj's
+// output), weight fp32 [C, K] contiguous, bias fp32 [C], out [B*L, C] contiguous in `act`,
+// state (optional for conv1d_silu, read then overwritten) fp32 [B, C, K-1] or a list of B
+// [C, K-1]. Param batch = B (default: 1 for conv1d_silu, one per row for conv1d_update).
+struct KernelWidths {
+  int64_t min, max;
+  const char* range;  // how the error names [min, max]
+};
+constexpr KernelWidths kCpuKernelWidths{1, 16, "[1, 16]"};
+constexpr KernelWidths kCudaKernelWidths{2, 8, "[2, 8] (the CUDA kernels' range)"};
+
+struct ConvShape {
+  int64_t B, L, C, K;
+  const Tensor *x, *w, *out;
+  StateArg state;
+};
+
+ConvShape check_conv_shape(const OpArgs& a, bool update, DType act, const KernelWidths& widths) {
+  ConvShape c;
+  c.w = &a.expect("weight", {DType::F32}, {-1, -1});
+  a.expect_contiguous("weight");
+  c.C = c.w->shape[0];
+  c.K = c.w->shape[1];
+  if (c.K < widths.min || c.K > widths.max) a.fail("kernel width " + std::to_string(c.K) + " is outside " + widths.range);
+  c.x = &a.expect("x", {act}, {-1, c.C});
+  c.B = a.integer("batch", update ? c.x->shape[0] : 1);
+  if (c.B < 1 || c.x->shape[0] % c.B != 0)
+    a.fail("'batch' (" + std::to_string(c.B) + ") must divide the " + std::to_string(c.x->shape[0]) + " rows of x");
+  c.L = c.x->shape[0] / c.B;
+  if (update && c.L != 1) a.fail("conv1d_update takes one token per sequence; x has " + std::to_string(c.L));
+  a.expect("bias", {DType::F32}, {c.C});
+  c.out = &a.expect("out", {act}, {c.B * c.L, c.C});
+  a.expect_contiguous("out");
+  a.expect_no_overlap("out", "x");
+  c.state = resolve_state(a, "state", c.B, {c.C, c.K - 1});
+  if (update && !c.state.present) a.fail("conv1d_update needs a 'state'");
+  return c;
+}
+
 // ---- CUDA -----------------------------------------------------------------------------------
-// x bf16 [B*L, C] (rows may be strided: the xBC columns of in_proj's output), weight fp32
-// [C, K] with 2 <= K <= 8, bias fp32 [C], out bf16 [B*L, C] contiguous, state fp32 as on the
-// CPU ([B, C, K-1] or a list of B [C, K-1]).
+// Shapes as check_conv_shape says, x and out bf16, 2 <= K <= 8; then the CUDA grid's limits
+// on B and L, and out must not overlap the state.
 struct ConvCuda {
   int64_t B, L, C, K;
   const uint16_t* x;
@@ -27,32 +66,18 @@ ConvCuda check_conv_cuda(const OpArgs& a, bool update) {
   cuda_ops::dtype(a, "weight", {DType::F32}, cuda_ops::kSmallWeight);
   cuda_ops::dtype(a, "bias", {DType::F32}, cuda_ops::kSmallWeight);
   cuda_ops::dtype(a, "state", {DType::F32}, cuda_ops::kState);
-  ConvCuda c;
-  const Tensor& w = a.expect("weight", {DType::F32}, {-1, -1});
-  a.expect_contiguous("weight");
-  c.C = w.shape[0];
-  c.K = w.shape[1];
-  if (c.K < 2 || c.K > 8) a.fail("kernel width " + std::to_string(c.K) + " is outside [2, 8] (the CUDA kernels' range)");
-  const Tensor& x = a.expect("x", {DType::BF16}, {-1, c.C});
-  c.B = a.integer("batch", update ? x.shape[0] : 1);
-  if (c.B < 1 || x.shape[0] % c.B != 0)
-    a.fail("'batch' (" + std::to_string(c.B) + ") must divide the " + std::to_string(x.shape[0]) + " rows of x");
-  c.L = x.shape[0] / c.B;
-  if (update && c.L != 1) a.fail("conv1d_update takes one token per sequence; x has " + std::to_string(c.L));
-  if (c.B > 65535) a.fail("at most 65535 sequences per call on the CUDA backend");
-  if (c.L > 2097120) a.fail("at most 2097120 tokens per sequence per call on the CUDA backend; run the prompt in pieces");
-  a.expect("bias", {DType::F32}, {c.C});
-  const Tensor& out = a.expect("out", {DType::BF16}, {c.B * c.L, c.C});
-  a.expect_contiguous("out");
-  a.expect_no_overlap("out", "x");
+  ConvShape sh = check_conv_shape(a, update, DType::BF16, kCudaKernelWidths);
+  if (sh.B > 65535) a.fail("at most 65535 sequences per call on the CUDA backend");
+  if (sh.L > 2097120) a.fail("at most 2097120 tokens per sequence per call on the CUDA backend; run the prompt in pieces");
   a.expect_no_overlap("out", "state");
-  c.state = resolve_state(a, "state", c.B, {c.C, c.K - 1});
-  if (update && !c.state.present) a.fail("conv1d_update needs a 'state'");
-  c.x = cuda_ops::bf16(x);
-  c.ldx = x.ld;
-  c.w = w.ptr<float>();
+  ConvCuda c;
+  c.B = sh.B, c.L = sh.L, c.C = sh.C, c.K = sh.K;
+  c.state = sh.state;
+  c.x = cuda_ops::bf16(*sh.x);
+  c.ldx = sh.x->ld;
+  c.w = sh.w->ptr<float>();
   c.bias = a.tensor("bias").ptr<float>();
-  c.out = cuda_ops::bf16_out(out);
+  c.out = cuda_ops::bf16_out(*sh.out);
   if (update && !c.state.batched) c.table = cuda_ops::pointer_table(c.state.raw);
   return c;
 }
@@ -91,30 +116,17 @@ struct ConvArgs {
   StateArg state;
 };
 
+// Shapes as check_conv_shape says, x and out fp32.
 ConvArgs check_conv(const OpArgs& a, bool update) {
+  ConvShape sh = check_conv_shape(a, update, DType::F32, kCpuKernelWidths);
   ConvArgs c;
-  const Tensor& w = a.expect("weight", {DType::F32}, {-1, -1});
-  a.expect_contiguous("weight");
-  c.C = w.shape[0];
-  c.K = w.shape[1];
-  if (c.K < 1 || c.K > 16) a.fail("kernel width " + std::to_string(c.K) + " is outside [1, 16]");
-  const Tensor& x = a.expect("x", {DType::F32}, {-1, c.C});
-  c.B = a.integer("batch", update ? x.shape[0] : 1);
-  if (c.B < 1 || x.shape[0] % c.B != 0)
-    a.fail("'batch' (" + std::to_string(c.B) + ") must divide the " + std::to_string(x.shape[0]) + " rows of x");
-  c.L = x.shape[0] / c.B;
-  if (update && c.L != 1) a.fail("conv1d_update takes one token per sequence; x has " + std::to_string(c.L));
-  a.expect("bias", {DType::F32}, {c.C});
-  const Tensor& out = a.expect("out", {DType::F32}, {c.B * c.L, c.C});
-  a.expect_contiguous("out");
-  a.expect_no_overlap("out", "x");
-  c.state = resolve_state(a, "state", c.B, {c.C, c.K - 1});
-  if (update && !c.state.present) a.fail("conv1d_update needs a 'state'");
-  c.x = x.ptr<float>();
-  c.ldx = x.ld;
-  c.w = w.ptr<float>();
+  c.B = sh.B, c.L = sh.L, c.C = sh.C, c.K = sh.K;
+  c.state = sh.state;
+  c.x = sh.x->ptr<float>();
+  c.ldx = sh.x->ld;
+  c.w = sh.w->ptr<float>();
   c.bias = a.tensor("bias").ptr<float>();
-  c.out = out.ptr<float>();
+  c.out = sh.out->ptr<float>();
   return c;
 }
 

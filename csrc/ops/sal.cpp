@@ -45,6 +45,21 @@ int64_t window(const OpArgs& a) {
   return W;
 }
 
+// What sal_attention and sal_kv_write both check first, in this order: CPU only, k [M, HD]
+// (every chunk row), the chunk's B sequences of L tokens (chunk_dims) and the window.
+struct SalChunk {
+  const Tensor& k;
+  int64_t M, HD, B, L, W;
+};
+SalChunk check_sal_chunk(const OpArgs& a) {
+  expect_cpu(a);
+  const Tensor& k = a.expect("k", {DType::F32}, {-1, -1});
+  SalChunk c{k, k.shape[0], k.shape[1], 0, 0, 0};
+  chunk_dims(a, c.M, &c.B, &c.L);
+  c.W = window(a);
+  return c;
+}
+
 // The three ring buffers of every sequence; all must be given.
 struct Caches {
   StateArg k, v, pos;
@@ -105,12 +120,9 @@ Work plan_gate(const OpArgs& a) {
 // k, v [M, HD] (every chunk row), mask [M] (needed for kv = "selected"), start [B], the ring
 // buffers -> out [M, HD] (rows k < count). Params batch, window, head_dim, kv.
 Work plan_attention(const OpArgs& a) {
-  expect_cpu(a);
-  const Tensor& k = a.expect("k", {DType::F32}, {-1, -1});
-  int64_t M = k.shape[0], HD = k.shape[1];
-  int64_t B, L;
-  chunk_dims(a, M, &B, &L);
-  int64_t W = window(a);
+  const SalChunk chunk = check_sal_chunk(a);
+  const Tensor& k = chunk.k;
+  const int64_t M = chunk.M, HD = chunk.HD, B = chunk.B, L = chunk.L, W = chunk.W;
   int64_t hd = a.integer("head_dim");
   if (hd < 1 || HD % hd != 0) a.fail("'head_dim' (" + std::to_string(hd) + ") must divide the " + std::to_string(HD) + " columns of k");
   bool selected = kv_selected(a);
@@ -150,12 +162,9 @@ Work plan_attention(const OpArgs& a) {
 // every sequence into its ring buffers (unselected ones, under kv = "selected", empty their
 // slot). k, v [M, HD], mask [M], start [B]. Params batch, window, kv.
 Work plan_kv_write(const OpArgs& a) {
-  expect_cpu(a);
-  const Tensor& k = a.expect("k", {DType::F32}, {-1, -1});
-  int64_t M = k.shape[0], HD = k.shape[1];
-  int64_t B, L;
-  chunk_dims(a, M, &B, &L);
-  int64_t W = window(a);
+  const SalChunk chunk = check_sal_chunk(a);
+  const Tensor& k = chunk.k;
+  const int64_t M = chunk.M, HD = chunk.HD, B = chunk.B, L = chunk.L, W = chunk.W;
   bool selected = kv_selected(a);
   const Tensor& v = a.expect("v", {DType::F32}, {M, HD});
   const Tensor* mask = selected ? &a.expect("mask", {DType::I32}, {M}) : a.expect_optional("mask", {DType::I32}, {M});

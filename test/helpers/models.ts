@@ -3,10 +3,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll } from 'vitest';
 
 import { parseConfig, type ModelConfig } from '../../lib/config.js';
+import type { DTypeName } from '../../lib/dtype.js';
+import type { LoadOptions } from '../../lib/models/causal_lm.js';
 import { createRandomModel } from '../../lib/models/random.js';
-import { openCheckpoint } from '../../lib/safetensors.js';
+import { openCheckpoint, SafetensorsFile, writeSafetensors } from '../../lib/safetensors.js';
 
 export function smallMamba2Config(over: Record<string, unknown> = {}, ssm: Record<string, unknown> = {}): ModelConfig {
   return parseConfig({
@@ -32,6 +35,40 @@ export async function writeModel(cfg: ModelConfig, dir: string, seed = 1, dtype:
   return readWeights(dir);
 }
 
+/** `n` token ids below `vocab`: a fixed, non-repeating pattern that differs for every seed. */
+export function tokenIds(n: number, seed: number, vocab = 100): number[] {
+  return Array.from({ length: n }, (_, i) => (seed * 37 + i * 13 + ((i * i) % 11)) % vocab);
+}
+
+/**
+ * Random CPU models for one test file, from a model class (TaipanModel, JambaModel, ...):
+ * build() writes a random checkpoint of `cfg` into a fresh temporary directory and loads it,
+ * buildChunkedAndOneShot() loads it twice, scratchDir() is another temporary directory. Call
+ * it at the top of a file: every directory is removed after the file's tests (afterAll).
+ */
+export function cpuModels<M>(Model: { load(dir: string, opts: LoadOptions): Promise<M> }) {
+  const dirs: { cleanup(): void }[] = [];
+  afterAll(() => dirs.forEach((d) => d.cleanup()));
+  function scratchDir(): { dir: string; cleanup: () => void } {
+    const d = tempDir();
+    dirs.push(d);
+    return d;
+  }
+  async function build(cfg: ModelConfig, seed: number, opts: { prefillChunk?: number } = {}) {
+    const { dir } = scratchDir();
+    const weights = await writeModel(cfg, dir, seed);
+    const model = await Model.load(dir, { backend: 'cpu', ...opts });
+    return { dir, weights, model };
+  }
+  /** For the invariants: one checkpoint loaded as `model` (prefill in pieces) and as `oneShot` (in one). */
+  async function buildChunkedAndOneShot(cfg: ModelConfig, seed: number, prefillChunk: number): Promise<{ model: M; oneShot: M }> {
+    const { dir, model } = await build(cfg, seed, { prefillChunk });
+    const oneShot = await Model.load(dir, { backend: 'cpu', prefillChunk: 1000 });
+    return { model, oneShot };
+  }
+  return { build, buildChunkedAndOneShot, scratchDir };
+}
+
 /** Every tensor of a checkpoint directory as float64, exactly as stored. */
 export function readWeights(dir: string): Map<string, Float64Array> {
   const src = openCheckpoint(dir);
@@ -42,6 +79,36 @@ export function readWeights(dir: string): Map<string, Float64Array> {
   } finally {
     src.close();
   }
+}
+
+/** A tensor of a checkpoint file: its raw bytes as stored. */
+export interface StoredTensor {
+  name: string;
+  dtype: DTypeName;
+  shape: number[];
+  data: Uint8Array;
+}
+
+/**
+ * Rewrite the model.safetensors of checkpoint `dir` tensor by tensor (to make a bad checkpoint):
+ * `edit` returns the tensor to write, as it was or changed, or null to leave it out.
+ */
+export function rewriteCheckpoint(dir: string, edit: (t: StoredTensor) => StoredTensor | null): void {
+  const file = join(dir, 'model.safetensors');
+  const src = SafetensorsFile.open(file);
+  const kept: StoredTensor[] = [];
+  for (const name of src.names()) {
+    const t = src.read(name);
+    const edited = edit({ name, dtype: t.dtype, shape: t.shape, data: t.bytes });
+    if (edited) kept.push(edited);
+  }
+  src.close();
+  writeSafetensors(file, kept);
+}
+
+/** Rewrite checkpoint `dir` without the tensor `name`. */
+export function dropTensor(dir: string, name: string): void {
+  rewriteCheckpoint(dir, (t) => (t.name === name ? null : t));
 }
 
 /** A small Taipan: d 64, 7 layers with SALs at 2 and 6, window 16, vocab 100. */
