@@ -158,7 +158,7 @@ bool run_checks() {
   // Edge shapes: tiny, odd K, N and M around every tile/block boundary (GEMV row block 6 with
   // x groups of 4, micro-tile 6x16, blocks MC=144 / KC=256), the GEMV/packed switch at
   // M = 48/49, small N with large M (the packed path then splits M between threads), K up to
-  // 2048, and the model's own shapes.
+  // 4000 (x packed in two passes), and the model's own shapes.
   const std::vector<Shape> shapes = {
       {1, 1, 1, 0, 0},       {1, 1, 7, 3, 0},        {1, 5, 9, 0, 2},      {2, 3, 17, 1, 1},
       {3, 17, 33, 0, 0},     {4, 4, 8, 0, 0},        {5, 31, 15, 2, 3},    {7, 33, 100, 0, 0},
@@ -168,7 +168,7 @@ bool run_checks() {
       {63, 65, 511, 0, 0},   {64, 128, 768, 3, 0},   {100, 37, 1000, 0, 0}, {200, 8, 64, 0, 0},
       {150, 1, 33, 0, 1},    {145, 33, 513, 7, 9},   {37, 129, 2048, 0, 0}, {12, 4100, 20, 0, 0},
       {2, 4100, 3, 0, 0},    {300, 300, 1, 0, 0},    {1, 3352, 768, 0, 0}, {16, 768, 1536, 0, 0},
-      {70, 3352, 768, 0, 0},
+      {70, 3352, 768, 0, 0},  {700, 40, 4000, 0, 0},
   };
   const DType dts[] = {DType::F32, DType::F16, DType::BF16};
   ThreadPool pool2(2), pool1(1), pool3(3);

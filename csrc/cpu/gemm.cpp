@@ -12,8 +12,9 @@
 //
 //   * Prefill (larger M): compute bound. gemm_packed_* is a GotoBLAS/BLIS-style blocked
 //     GEMM: W is packed (and converted to fp32) into K-blocked panels of 16 columns, x into
-//     panels of 6 rows, and a 6x16 register-tile micro-kernel does the FMAs. The threads
-//     split N (or M when N is small), each packing its own panels, so no barriers.
+//     panels of 6 rows, and a 6x16 register-tile micro-kernel does the FMAs. x is packed
+//     once for all threads; the threads then take chunks of W's columns from a shared
+//     counter, each packing its own chunk of W.
 //
 // A portable plain-C++ path (used when the CPU lacks AVX2/FMA/F16C or TAIPAN_CPU_PORTABLE is
 // set) computes the same thing with simpler loops.
@@ -22,6 +23,7 @@
 // that depend on it. Zero padding (packed panels past the edge of M or N) only feeds outputs
 // that are thrown away.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 
@@ -327,15 +329,23 @@ void gemv_avx2(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x
 // Cache blocking (per core: 32 KiB L1d, 512 KiB L2; 32 MiB shared L3):
 //   KC = 256: one packed B micro-panel (KC x 16 fp32 = 16 KiB) stays in L1 while the
 //             micro-kernel sweeps it against every A micro-panel of the block.
-//   MC = 144: the packed A block (MC x KC fp32 = 144 KiB) stays in L2 and is reused for every
-//             16-column B micro-panel.
-//   NC = 4096: the packed B block (KC x NC = 4 MiB at most) lives in L3. The model's N
-//             (3352 split over 2 threads) fits in one NC block, so W is packed exactly once.
+//   MC = 144: an A block (MC x KC fp32 = 144 KiB) stays in L2 and is reused for every
+//             16-column B micro-panel of the current column chunk.
 // K is split into equal-sized blocks (rounded to 8) rather than 256,256,...,rest, so no
 // block is tiny.
+//
+// Sharing the work: x is packed once, by all threads, into one shared buffer (every K block
+// of up to kMaxPackedA bytes of rows at a time). Then the columns of W are cut into chunks of
+// a few 16-column panels (at least 8 per thread), and the threads take chunks from a shared
+// counter: each packs its chunk of W (KC x chunk, in L2) and computes those columns of y for
+// every row. Handing out chunks rather than fixed halves matters on a VM, where one core
+// often runs a few percent slower than the other: with fixed halves the faster thread waited
+// ~6% of every prefill GEMM for the slower one.
 constexpr int kMR = 6, kNR = 16;
-constexpr int64_t kKC = 256, kMC = 144, kNC = 4096;
-static_assert(kMC % kMR == 0 && kNC % kNR == 0, "blocks must hold whole micro-panels");
+constexpr int64_t kKC = 256, kMC = 144;
+static_assert(kMC % kMR == 0, "blocks must hold whole micro-panels");
+// The packed x of one pass (all K blocks of its rows); larger M runs in several passes.
+constexpr int64_t kMaxPackedA = int64_t(8) << 20;
 
 // Pack W[n0 .. n0+nc, k0 .. k0+kc) into panels of 16 columns: panel p holds, for each k, the
 // 16 weights W[n0 + 16p + j, k0 + k] (j = 0..15) contiguously, converted to fp32; columns
@@ -379,10 +389,12 @@ TAIPAN_AVX2 void pack_b(const void* W, int64_t K, int64_t n0, int64_t nc, int64_
 // Pack x[m0 .. m0+mc, k0 .. k0+kc) into panels of 6 rows: panel p holds, for each k, the 6
 // values x[m0 + 6p + i, k0 + k] contiguously; rows past mc are zero. Full panels go through
 // an 8x8 register transpose (rows 6 and 7 are don't-care): each transposed row is stored as
-// 8 floats at a stride of 6, and the 2 extra floats are overwritten by the next store (the
-// buffer has 8 floats of slack for the very last one).
+// 8 floats at a stride of 6, the 2 extra floats being overwritten by the next store. The last
+// row of a panel is stored masked, so nothing is written past the panel (threads pack
+// neighbouring panels of one buffer at the same time).
 TAIPAN_AVX2 void pack_a(const float* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0,
                         int64_t kc, float* Ap) {
+  const __m256i first6 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
   for (int64_t p = 0; p < mc; p += kMR, Ap += kc * kMR) {
     const int64_t rows = std::min<int64_t>(kMR, mc - p);
     const float* xp = x + (m0 + p) * ldx + k0;
@@ -394,8 +406,9 @@ TAIPAN_AVX2 void pack_a(const float* x, int64_t ldx, int64_t m0, int64_t mc, int
         for (int i = 0; i < kMR; i++) r[i] = _mm256_loadu_ps(xp + i * ldx + k);
         r[6] = r[7] = _mm256_setzero_ps();
         transpose8x8(r);
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) _mm256_storeu_ps(Ap + (k + i) * kMR, r[i]);
+#pragma GCC unroll 7
+        for (int i = 0; i < 7; i++) _mm256_storeu_ps(Ap + (k + i) * kMR, r[i]);
+        _mm256_maskstore_ps(Ap + (k + 7) * kMR, first6, r[7]);
       }
     }
     for (; k < kc; k++)
@@ -467,45 +480,45 @@ TAIPAN_AVX2 void micro_6x16(int64_t kc, const float* Ap, const float* Bp, float*
   _mm256_storeu_ps(C + 5 * ldc, c50), _mm256_storeu_ps(C + 5 * ldc + 8, c51);
 }
 
-// One thread's share: y[m0..m1, n0..n1). Loop order (outer to inner) jc, pc, ic, jr, ir, as in
-// BLIS, so each packed panel is reused from the cache level it was sized for.
-template <DType WT>
-TAIPAN_AVX2 void gemm_packed_range(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
-                                   const float* x, int64_t ldx, const void* W, float* y,
-                                   int64_t ldy) {
-  static thread_local Scratch a_buf, b_buf;
+// The K blocking: equal blocks of at most kKC, rounded up to 8.
+inline int64_t k_block(int64_t K) {
   const int64_t kblocks = (K + kKC - 1) / kKC;
-  const int64_t kc_max = std::min(K, ((K + kblocks - 1) / kblocks + 7) / 8 * 8);
-  const int64_t nc_max = std::min(kNC, (n1 - n0 + kNR - 1) / kNR * kNR);
-  const int64_t mc_max = std::min(kMC, (m1 - m0 + kMR - 1) / kMR * kMR);
-  float* Bp = b_buf.get(size_t(kc_max * nc_max));
-  float* Ap = a_buf.get(size_t(kc_max * mc_max + 8));  // +8: pack_a's overlapping stores
-  alignas(32) float edge[kMR * kNR];
+  return std::min(K, ((K + kblocks - 1) / kblocks + 7) / 8 * 8);
+}
 
-  for (int64_t jc = n0; jc < n1; jc += kNC) {
-    const int64_t nc = std::min(kNC, n1 - jc);
-    for (int64_t pc = 0; pc < K; pc += kc_max) {
-      const int64_t kc = std::min(kc_max, K - pc);
-      const bool accumulate = pc > 0;
-      pack_b<WT>(W, K, jc, nc, pc, kc, Bp);
-      for (int64_t ic = m0; ic < m1; ic += kMC) {
-        const int64_t mc = std::min(kMC, m1 - ic);
-        pack_a(x, ldx, ic, mc, pc, kc, Ap);
-        for (int64_t jr = 0; jr < nc; jr += kNR) {
-          const int64_t nr = std::min<int64_t>(kNR, nc - jr);
-          for (int64_t ir = 0; ir < mc; ir += kMR) {
-            const int64_t mr = std::min<int64_t>(kMR, mc - ir);
-            float* C = y + (ic + ir) * ldy + jc + jr;
-            if (mr == kMR && nr == kNR) {
-              micro_6x16(kc, Ap + ir * kc, Bp + jr * kc, C, ldy, accumulate);
-            } else {  // edge tile: compute the full tile aside, keep the valid part
-              micro_6x16(kc, Ap + ir * kc, Bp + jr * kc, edge, kNR, false);
-              for (int64_t i = 0; i < mr; i++)
-                for (int64_t j = 0; j < nr; j++) {
-                  const float v = edge[i * kNR + j];
-                  C[i * ldy + j] = accumulate ? C[i * ldy + j] + v : v;
-                }
-            }
+// y[m0..m1, n0..n1) = x W^T for those rows and columns. Ap holds x's rows [a0, ...) packed by
+// pack_a, K block after K block (the block starting at column pc is Mp x kc floats at
+// Ap + Mp * pc); Bp has room for one packed K block of the columns. Loop order (outer to
+// inner) pc, ic, jr, ir, as in BLIS, so each packed panel is reused from the cache level it
+// was sized for.
+template <DType WT>
+TAIPAN_AVX2 void gemm_packed_tile(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
+                                  int64_t kc_max, const float* Ap, int64_t a0, int64_t Mp,
+                                  const void* W, float* Bp, float* y, int64_t ldy) {
+  alignas(32) float edge[kMR * kNR];
+  const int64_t nc = n1 - n0;
+  for (int64_t pc = 0; pc < K; pc += kc_max) {
+    const int64_t kc = std::min(kc_max, K - pc);
+    const bool accumulate = pc > 0;
+    pack_b<WT>(W, K, n0, nc, pc, kc, Bp);
+    const float* Ablock = Ap + Mp * pc;
+    for (int64_t ic = m0; ic < m1; ic += kMC) {
+      const int64_t mc = std::min(kMC, m1 - ic);
+      for (int64_t jr = 0; jr < nc; jr += kNR) {
+        const int64_t nr = std::min<int64_t>(kNR, nc - jr);
+        for (int64_t ir = 0; ir < mc; ir += kMR) {
+          const int64_t mr = std::min<int64_t>(kMR, mc - ir);
+          const float* Apanel = Ablock + (ic + ir - a0) * kc;
+          float* C = y + (ic + ir) * ldy + n0 + jr;
+          if (mr == kMR && nr == kNR) {
+            micro_6x16(kc, Apanel, Bp + jr * kc, C, ldy, accumulate);
+          } else {  // edge tile: compute the full tile aside, keep the valid part
+            micro_6x16(kc, Apanel, Bp + jr * kc, edge, kNR, false);
+            for (int64_t i = 0; i < mr; i++)
+              for (int64_t j = 0; j < nr; j++) {
+                const float v = edge[i * kNR + j];
+                C[i * ldy + j] = accumulate ? C[i * ldy + j] + v : v;
+              }
           }
         }
       }
@@ -516,25 +529,52 @@ TAIPAN_AVX2 void gemm_packed_range(int64_t m0, int64_t m1, int64_t n0, int64_t n
 template <DType WT>
 void gemm_packed(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx,
                  const void* W, float* y, int64_t ldy) {
-  const int nt = pool.size();
-  if (M * N * K <= kSerialFmas || nt == 1) {
-    gemm_packed_range<WT>(0, M, 0, N, K, x, ldx, W, y, ldy);
-    return;
-  }
-  // Split N (whole 16-column panels) when there are enough panels to go round, since then
-  // every thread packs a disjoint part of W. Otherwise split M in whole 6-row panels; each
-  // thread then packs all of (the small) W.
-  const int64_t npanels = (N + kNR - 1) / kNR, mpanels = (M + kMR - 1) / kMR;
-  const bool split_n = npanels >= 4 * nt || npanels >= mpanels;
-  pool.run_on_all([&](int t, int n) {
-    if (split_n) {
-      const int64_t b = npanels * t / n * kNR, e = std::min(N, npanels * (t + 1) / n * kNR);
-      if (b < e) gemm_packed_range<WT>(0, M, b, e, K, x, ldx, W, y, ldy);
-    } else {
-      const int64_t b = mpanels * t / n * kMR, e = std::min(M, mpanels * (t + 1) / n * kMR);
-      if (b < e) gemm_packed_range<WT>(b, e, 0, N, K, x, ldx, W, y, ldy);
+  static thread_local Scratch a_buf;  // the caller's: shared by the threads of one call
+  const int nt = M * N * K <= kSerialFmas ? 1 : pool.size();
+  const int64_t kc_max = k_block(K);
+  // Column chunks: whole panels, at least 8 chunks per thread, at most 256 columns (whose
+  // packed K block, 256 KiB, stays in L2).
+  const int64_t npanels = (N + kNR - 1) / kNR;
+  const int64_t chunk = kNR * std::clamp<int64_t>(npanels / (8 * nt), 1, 256 / kNR);
+  const int64_t nchunks = (N + chunk - 1) / chunk;
+  // Rows per pass: as many 6-row panels as fit kMaxPackedA; with few column chunks, also
+  // split the rows into parts so that every thread has tasks.
+  const int64_t pass_rows = std::max<int64_t>(kMC, kMaxPackedA / int64_t(sizeof(float)) / K / kMR * kMR);
+  for (int64_t m0 = 0; m0 < M; m0 += pass_rows) {
+    const int64_t m1 = std::min(M, m0 + pass_rows), mpanels = (m1 - m0 + kMR - 1) / kMR;
+    const int64_t Mp = mpanels * kMR;
+    float* Ap = a_buf.get(size_t(Mp * K));
+    const int64_t mparts = std::min(mpanels, std::max<int64_t>(1, (4 * nt + nchunks - 1) / nchunks));
+    const int64_t tasks = nchunks * mparts;
+
+    auto pack_rows = [&](int64_t p0, int64_t p1) {  // 6-row panels [p0, p1) of this pass
+      const int64_t r0 = m0 + p0 * kMR, r1 = std::min(m1, m0 + p1 * kMR);
+      for (int64_t pc = 0; pc < K; pc += kc_max) {
+        const int64_t kc = std::min(kc_max, K - pc);
+        pack_a(x, ldx, r0, r1 - r0, pc, kc, Ap + Mp * pc + p0 * kMR * kc);
+      }
+    };
+    auto run_task = [&](int64_t t) {
+      static thread_local Scratch b_buf;
+      const int64_t c = t / mparts, part = t % mparts;
+      const int64_t n0 = c * chunk, n1 = std::min(N, n0 + chunk);
+      const int64_t r0 = m0 + mpanels * part / mparts * kMR;
+      const int64_t r1 = std::min(m1, m0 + mpanels * (part + 1) / mparts * kMR);
+      float* Bp = b_buf.get(size_t(kc_max * chunk));
+      gemm_packed_tile<WT>(r0, r1, n0, n1, K, kc_max, Ap, m0, Mp, W, Bp, y, ldy);
+    };
+
+    if (nt == 1) {
+      pack_rows(0, mpanels);
+      for (int64_t t = 0; t < tasks; t++) run_task(t);
+      continue;
     }
-  });
+    pool.parallel_for(mpanels, [&](int64_t b, int64_t e, int) { pack_rows(b, e); });
+    std::atomic<int64_t> next{0};
+    pool.run_on_all([&](int, int) {
+      for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < tasks;) run_task(t);
+    });
+  }
 }
 
 template <DType WT>
