@@ -118,28 +118,27 @@ void conv1d_silu(ThreadPool& pool, int64_t B, int64_t L, int64_t C, int64_t K, c
 void conv1d_update(ThreadPool& pool, int64_t B, int64_t C, int64_t K, const float* x, int64_t ldx,
                    const float* w, const float* bias, float* const* states, float* out) {
   bool vec = use_avx2();
-  const int64_t block = 256;
+  // Blocks of 128 channels handed out one at a time (the mamba2-130m layer has 14).
+  const int64_t block = 128;
   int64_t nblocks = (C + block - 1) / block;
-  pool.parallel_for(B * nblocks, [&](int64_t i0, int64_t i1, int) {
-    for (int64_t i = i0; i < i1; i++) {
-      int64_t b = i / nblocks, c0 = (i % nblocks) * block, c1 = std::min(C, c0 + block);
-      float* st = states[b];
-      const float* xb = x + b * ldx;
-      float* ob = out + b * C;
-      for (int64_t c = c0; c < c1; c++) {
-        const float* wc = w + c * K;
-        float* s = st + c * (K - 1);
-        float xin = xb[c];
-        float acc = (bias ? bias[c] : 0.0f) + wc[K - 1] * xin;
-        for (int64_t k = 0; k < K - 1; k++) acc += wc[k] * s[k];
-        for (int64_t k = 0; k + 1 < K - 1; k++) s[k] = s[k + 1];  // shift the window by one
-        if (K > 1) s[K - 2] = xin;
-        ob[c] = acc;
-      }
-      if (vec) silu_inplace_avx2(ob + c0, c1 - c0);
-      else for (int64_t c = c0; c < c1; c++) ob[c] = silu_scalar(ob[c]);
+  pool.parallel_tasks(B * nblocks, [&](int64_t i, int) {
+    int64_t b = i / nblocks, c0 = (i % nblocks) * block, c1 = std::min(C, c0 + block);
+    float* st = states[b];
+    const float* xb = x + b * ldx;
+    float* ob = out + b * C;
+    for (int64_t c = c0; c < c1; c++) {
+      const float* wc = w + c * K;
+      float* s = st + c * (K - 1);
+      float xin = xb[c];
+      float acc = (bias ? bias[c] : 0.0f) + wc[K - 1] * xin;
+      for (int64_t k = 0; k < K - 1; k++) acc += wc[k] * s[k];
+      for (int64_t k = 0; k + 1 < K - 1; k++) s[k] = s[k + 1];  // shift the window by one
+      if (K > 1) s[K - 2] = xin;
+      ob[c] = acc;
     }
-  }, 1);
+    if (vec) silu_inplace_avx2(ob + c0, c1 - c0);
+    else for (int64_t c = c0; c < c1; c++) ob[c] = silu_scalar(ob[c]);
+  });
 }
 
 }  // namespace taipan::cpu

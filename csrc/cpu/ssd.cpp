@@ -33,7 +33,6 @@
 // broadcasting single elements through arbitrary strides (so A needs no repacking, whichever
 // way round it is stored) and B is row-major with a row length padded to a multiple of 8.
 #include <algorithm>
-#include <atomic>
 #include <cassert>
 #include <cmath>
 #include <cstring>
@@ -121,21 +120,6 @@ inline void prefetch(const float* p, int64_t n, bool for_write) {
 #else
   (void)p, (void)n, (void)for_write;
 #endif
-}
-
-// Run fn(task, thread) for task in [0, n) on every thread of the pool, handing tasks out one
-// at a time: the tasks are equal-sized, but on a busy machine threads run unevenly.
-template <class Fn>
-void for_each_task(ThreadPool& pool, int64_t n, const Fn& fn) {
-  if (n <= 0) return;
-  if (n == 1 || pool.size() == 1) {
-    for (int64_t i = 0; i < n; i++) fn(i, 0);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  pool.run_on_all([&](int thread, int) {
-    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) fn(i, thread);
-  });
 }
 
 // Which part of a product is needed (lets the triangular products skip dead work).
@@ -601,7 +585,7 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
       // Phase 1: per (sequence, group, chunk), pack B^T [N, Q] and C [Q, N] contiguously and
       // compute C B^T [Q, Q] (only its lower triangle is used). Every head of the group
       // reuses all three.
-      for_each_task(pool, nbb * G * nc, [&](int64_t task, int) {
+      pool.parallel_tasks(nbb * G * nc, [&](int64_t task, int) {
         const int64_t b = b0 + task / (G * nc), g = task / nc % G, c = c0 + task % nc;
         const int64_t r0 = b * L + c * Q, Lc = std::min(Q, L - c * Q), Lp = round_up(Lc, 8);
         float* cb = shared + task * per_chunk;
@@ -629,7 +613,7 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
       // Phase 2: chunk by chunk, every (sequence, head) in parallel. Going chunk-major keeps
       // the chunk's rows of x, y, B and C (and their pages) in cache while all heads use them.
       for (int64_t c = c0; c < c0 + nc; c++)
-        for_each_task(pool, nbb * H, [&](int64_t task, int thread) {
+        pool.parallel_tasks(nbb * H, [&](int64_t task, int thread) {
           chunk_step(b0 + task / H, task % H, c, b0, c0, nc, scratch[size_t(thread)]);
         });
     }
@@ -645,16 +629,14 @@ void ssd_step(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
   const Kernels k{use_avx2()};
   const int64_t H = dims.H, P = dims.P, N = dims.N, heads_per_group = dims.H / dims.G;
   // One (sequence, head) is 4*P*N bytes of state (32 KiB for P=64, N=128), streamed once per
-  // token: the step is bound by memory, and static blocks keep each thread's share of the
-  // state in its own cache from one token to the next.
-  pool.parallel_for(dims.B * H, [&](int64_t begin, int64_t end, int) {
-    for (int64_t t = begin; t < end; t++) {
-      const int64_t b = t / H, h = t % H, g = h / heads_per_group;
-      const float dt = softplus_f(dt_raw[b * lddt + h] + dt_bias[h]);
-      const float a = std::exp(dt * -std::exp(A_log[h]));
-      k.step_head(P, N, a, dt, D[h], x + b * ldx + h * P, Bm + b * ldb + g * N,
-                  Cm + b * ldc + g * N, state + t * P * N, y + b * H * P + h * P);
-    }
+  // token: the step is bound by memory. Heads are handed out one at a time (see
+  // parallel_tasks and the decode GEMV in gemm.cpp).
+  pool.parallel_tasks(dims.B * H, [&](int64_t t, int) {
+    const int64_t b = t / H, h = t % H, g = h / heads_per_group;
+    const float dt = softplus_f(dt_raw[b * lddt + h] + dt_bias[h]);
+    const float a = std::exp(dt * -std::exp(A_log[h]));
+    k.step_head(P, N, a, dt, D[h], x + b * ldx + h * P, Bm + b * ldb + g * N,
+                Cm + b * ldc + g * N, state + t * P * N, y + b * H * P + h * P);
   });
 }
 

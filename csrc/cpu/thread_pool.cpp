@@ -86,6 +86,18 @@ void ThreadPool::parallel_for(int64_t n, const Fn& fn, int64_t grain) {
   });
 }
 
+void ThreadPool::parallel_tasks(int64_t n, const std::function<void(int64_t, int)>& fn) {
+  if (n <= 0) return;
+  if (n == 1 || nthreads_ == 1) {
+    for (int64_t i = 0; i < n; i++) fn(i, 0);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  dispatch([&](int t) {
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) fn(i, t);
+  });
+}
+
 void ThreadPool::run_on_all(const std::function<void(int, int)>& fn) {
   dispatch([&](int t) { fn(t, nthreads_); });
 }

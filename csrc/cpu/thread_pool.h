@@ -2,6 +2,7 @@
 //
 // Ops call parallel_for(n, fn): the range [0, n) is split into contiguous blocks, one per
 // thread, and fn(begin, end, thread_index) runs on each; the calling thread takes block 0.
+// parallel_tasks(n, fn) instead hands out tasks one at a time, for uneven progress.
 // Workers spin briefly, then sleep, so back-to-back ops (decode runs hundreds per token)
 // do not pay a futex wake-up each. Only one parallel_for runs at a time (a mutex guards it),
 // so several streams may share the pool safely.
@@ -30,6 +31,11 @@ class ThreadPool {
   // Split [0, n) into at most size() blocks whose sizes are multiples of `grain`
   // (except the last) and run fn on each. Blocks with no work are not called.
   void parallel_for(int64_t n, const Fn& fn, int64_t grain = 1);
+
+  // Run fn(task, thread) for every task in [0, n), handing the tasks out one at a time from a
+  // shared counter. For work cut into more pieces than threads: on a VM one core often runs
+  // a few percent slower than the other, and with fixed shares the faster one would wait.
+  void parallel_tasks(int64_t n, const std::function<void(int64_t task, int thread)>& fn);
 
   // Run fn(thread, nthreads) once on every thread (for ops that partition work themselves).
   void run_on_all(const std::function<void(int thread, int nthreads)>& fn);
