@@ -7,6 +7,7 @@
 #include "ops/op.h"
 #include "profile.h"
 #include "stream.h"
+#include "tensor.h"
 
 namespace taipan::js {
 
@@ -89,6 +90,43 @@ Napi::Value OpProfile(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// cpuReadBandwidth(mib): a promise of the bytes/s at which the CPU threads read a buffer of
+// `mib` MiB (best of 5 passes; see cpu/bandwidth.cpp). Runs off the event loop.
+class BandwidthWorker : public Napi::AsyncWorker {
+ public:
+  BandwidthWorker(Napi::Env env, int64_t floats)
+      : Napi::AsyncWorker(env, "taipan.bandwidth"), floats_(floats), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      auto t = Tensor::empty({floats_}, DType::F32, Device::CPU);
+      float* x = t->ptr<float>();
+      for (int64_t i = 0; i < floats_; i++) x[i] = float(i % 1024) * (1.0f / 1024);  // touch every page
+      bytes_per_s_ = cpu::read_bandwidth(cpu::ThreadPool::global(), x, floats_, 5);
+    } catch (const std::exception& e) {
+      SetError(std::string("cpuReadBandwidth: ") + e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), bytes_per_s_)); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  int64_t floats_;
+  double bytes_per_s_ = 0;
+  Napi::Promise::Deferred deferred_;
+};
+
+Napi::Value CpuReadBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double mib = info[0].IsUndefined() ? 256 : info[0].ToNumber().DoubleValue();
+  if (!(mib >= 1 && mib <= 16384) || mib != double(int64_t(mib)))
+    throw Napi::RangeError::New(env, "cpuReadBandwidth(mib): mib must be an integer from 1 to 16384");
+  auto* w = new BandwidthWorker(env, int64_t(mib) * (1 << 20) / int64_t(sizeof(float)));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 }  // namespace
 
 Classes& classes(Napi::Env env) {
@@ -109,6 +147,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setPortable", Napi::Function::New(env, SetPortable, "setPortable"));
   exports.Set("setProfiling", Napi::Function::New(env, SetProfiling, "setProfiling"));
   exports.Set("opProfile", Napi::Function::New(env, OpProfile, "opProfile"));
+  exports.Set("cpuReadBandwidth", Napi::Function::New(env, CpuReadBandwidth, "cpuReadBandwidth"));
   return exports;
 }
 

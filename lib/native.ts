@@ -106,6 +106,8 @@ export interface NativeAddon {
   setProfiling(on: boolean): boolean;
   /** Seconds and calls per op since the last reset. */
   opProfile(reset?: boolean): Record<string, { calls: number; seconds: number }>;
+  /** Bytes/s at which the CPU threads read a `mib` MiB buffer (default 256), as decode reads weights. */
+  cpuReadBandwidth(mib?: number): Promise<number>;
   /** Process-wide counters of the CUDA graph path: captures made, graph launches, fallbacks to op-by-op. */
   cudaGraphStats(): { captures: number; launches: number; fallbacks: number; lastFallback: string };
 }

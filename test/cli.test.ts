@@ -5,6 +5,7 @@ import { main } from '../lib/cli.js';
 import { runCli } from './helpers/cli.js';
 import { tempDir, smallMamba2Config } from './helpers/models.js';
 import { createRandomModel } from '../lib/models/random.js';
+import { formatCpuBenchmark, rooflineTokensPerSecond, type CpuBenchResult } from '../lib/bench/cpu.js';
 
 describe('taipan CLI', () => {
   it('doctor and doctor --json describe the backends', async () => {
@@ -39,6 +40,26 @@ describe('taipan CLI', () => {
       expect(r.out).toMatch(/^usage: taipan <command>/);
       expect(r.out).toMatch(/presets: .*jamba-190m/);
     }
+  });
+
+  it('bench tables give each decode row its share of the measured roofline', () => {
+    const decode = { weights: 'bf16', tokensPerSecond: 50, msPerToken: 20, bytesPerToken: 250e6, readBandwidth: 20e9 };
+    const result: CpuBenchResult = {
+      date: '2026-11-23', preset: 'mamba2-130m', parameters: 129e6, threads: 2, cpu: 'test', path: 'avx2', repeats: 3,
+      rows: [
+        { weights: 'bf16', test: 'prefill 512', tokensPerSecond: 600, msPerToken: 1.67 },
+        { ...decode, test: 'decode after 16' },
+        { ...decode, test: 'decode after 2048', tokensPerSecond: 60, msPerToken: 16.7 },
+      ],
+    };
+    expect(rooflineTokensPerSecond(result.rows[0]!)).toBeUndefined();
+    expect(rooflineTokensPerSecond(result.rows[1]!)).toBeCloseTo(80);
+    const table = formatCpuBenchmark(result);
+    expect(table).toContain('| bf16 | prefill 512 | 600.0 | 1.67 | - | - |');
+    expect(table).toContain('| bf16 | decode after 16 | 50.0 | 20.00 | - | 63% of 80.0 |');
+    expect(table).toContain('| bf16 | decode after 2048 | 60.0 | 16.70 | - | 75% of 80.0 |');
+    expect(table).toMatch(/bf16 250 MB at 20\.0 GB\/s/);
+    expect(table.match(/bf16 250 MB/g)).toHaveLength(1); // one entry per weight dtype
   });
 
   it('rejects unknown commands and bad options', async () => {

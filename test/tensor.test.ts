@@ -137,6 +137,16 @@ describe('backends', () => {
     if (info.cuda.devices.length === 0) expect(() => resolveBackend('cuda')).toThrow(/cuda/);
   });
 
+  it('measures the CPU read bandwidth off the event loop, and rejects bad sizes', async () => {
+    const pending = addon().cpuReadBandwidth(16);
+    expect(pending).toBeInstanceOf(Promise);
+    const bytesPerSecond = await pending;
+    expect(Number.isFinite(bytesPerSecond)).toBe(true);
+    expect(bytesPerSecond).toBeGreaterThan(1e8); // any machine reads 16 MiB faster than 100 MB/s
+    for (const bad of [0, -1, 1.5, 1e9, Number.NaN])
+      expect(() => addon().cpuReadBandwidth(bad)).toThrow(/mib must be an integer from 1 to 16384/);
+  });
+
   it('honours TAIPAN_BACKEND', () => {
     const old = process.env.TAIPAN_BACKEND;
     try {

@@ -32,6 +32,11 @@ bool set_force_portable(bool on);
 void gemm(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx,
           const void* W, DType wdt, float* y, int64_t ldy);
 
+// ---- Memory bandwidth (bandwidth.cpp) ----------------------------------------------------
+// Bytes per second at which the pool's threads read x[0, n) (best of `rounds` passes), with
+// the decode GEMV's access pattern. x should be far larger than the caches.
+double read_bandwidth(ThreadPool& pool, const float* x, int64_t n, int rounds);
+
 // ---- Embedding (embedding.cpp) ------------------------------------------------------------
 // out[i, :] = E[ids[i], :] as fp32. ids were bounds-checked by the caller.
 void embedding(ThreadPool& pool, const int32_t* ids, int64_t n, const void* E, DType edt,

@@ -5,12 +5,20 @@
 // The model is written once to a cache directory and reused. Timings are wall clock around
 // awaited calls (the work runs off the JavaScript thread on the CPU pool); each figure is the
 // median of `repeats` runs after one warm-up run.
+//
+// Decode rows also carry their roofline. A decode step must read every weight once and read
+// and write the sequence's state, so it cannot beat (read bandwidth) / (those bytes). The
+// read bandwidth is measured in the same run, before and after the decode runs (the better
+// of the two counts): on a shared VM it moves by tens of percent within minutes, so a figure
+// from another hour would say little.
 import { existsSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { getBackendInfo, setThreads } from '../backend.js';
+import { addon } from '../native.js';
 import { countParameters, getPreset } from '../config.js';
+import { dtypeBytes } from '../dtype.js';
 import { createRandomModel, randomTokenIds } from '../models/random.js';
 import { TaipanModel } from '../models/taipan.js';
 
@@ -32,6 +40,15 @@ export interface CpuBenchRow {
   msPerToken: number;
   /** Taipan: the mean realized selected fraction of the SALs over the measured runs. */
   selection?: number;
+  /** Decode: bytes a step must move (every weight once, the state read and written). */
+  bytesPerToken?: number;
+  /** Decode: the CPU threads' read bandwidth measured around this dtype's decode runs, bytes/s. */
+  readBandwidth?: number;
+}
+
+/** The decode speed that reading `bytesPerToken` at `readBandwidth` allows. */
+export function rooflineTokensPerSecond(row: CpuBenchRow): number | undefined {
+  return row.bytesPerToken && row.readBandwidth ? row.readBandwidth / row.bytesPerToken : undefined;
 }
 
 export interface CpuBenchResult {
@@ -82,8 +99,10 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
     const sel = model.totalSelection;
     const selection = sel.length ? sel.reduce((a, x) => a + x.fraction, 0) / sel.length : undefined;
     model.resetSelection();
-    rows.push({ weights, test, tokensPerSecond: tokens / seconds, msPerToken: (seconds * 1000) / tokens, selection });
+    const row: CpuBenchRow = { weights, test, tokensPerSecond: tokens / seconds, msPerToken: (seconds * 1000) / tokens, selection };
+    rows.push(row);
     log(`  ${weights} ${test}: ${(tokens / seconds).toFixed(1)} tok/s${selection === undefined ? '' : `, selected ${(100 * selection).toFixed(1)}%`}`);
+    return row;
   };
 
   for (const dtype of dtypes) {
@@ -103,6 +122,8 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
       }
       // Decode after a short and after a long context: a Mamba-2 state and a SAL's ring cache
       // do not grow, so the speed must not fall with the context length.
+      const bandwidthBefore = await addon().cpuReadBandwidth(256);
+      const decodeRows: CpuBenchRow[] = [];
       for (const ctx of [16, Math.max(...prompts)]) {
         const runs: number[] = [];
         for (let r = 0; r <= repeats; r++) {
@@ -119,8 +140,18 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
           s.dispose();
           if (r > 0) runs.push(t);
         }
-        record(model, dtype, `decode after ${ctx}`, decodeTokens, median(runs));
+        decodeRows.push(record(model, dtype, `decode after ${ctx}`, decodeTokens, median(runs)));
       }
+      const readBandwidth = Math.max(bandwidthBefore, await addon().cpuReadBandwidth(256));
+      const stateBytes = (() => {
+        const s = model.createState();
+        const n = s.byteLength;
+        s.dispose();
+        return n;
+      })();
+      const bytesPerToken = parameters * dtypeBytes(dtype) + 2 * stateBytes;
+      for (const row of decodeRows) Object.assign(row, { bytesPerToken, readBandwidth });
+      log(`  ${dtype} read bandwidth ${(readBandwidth / 1e9).toFixed(1)} GB/s, ${(bytesPerToken / 1e6).toFixed(0)} MB per decode token: at most ${(readBandwidth / bytesPerToken).toFixed(1)} tok/s`);
     } finally {
       model.dispose();
     }
@@ -141,12 +172,23 @@ export function formatCpuBenchmark(r: CpuBenchResult): string {
   const lines = [
     `${r.preset} (${(r.parameters / 1e6).toFixed(1)}M), batch 1, ${r.threads} threads, ${r.cpu}, ${r.path} path, median of ${r.repeats}`,
     '',
-    '| weights | test | tokens/s | ms/token | SAL selected |',
-    '|---|---|---:|---:|---:|',
-    ...r.rows.map(
-      (x) =>
-        `| ${x.weights} | ${x.test} | ${x.tokensPerSecond.toFixed(1)} | ${x.msPerToken.toFixed(2)} | ${x.selection === undefined ? '-' : (100 * x.selection).toFixed(1) + '%'} |`,
-    ),
+    '| weights | test | tokens/s | ms/token | SAL selected | of roofline |',
+    '|---|---|---:|---:|---:|---:|',
+    ...r.rows.map((x) => {
+      const roof = rooflineTokensPerSecond(x);
+      const ofRoof = roof === undefined ? '-' : `${((100 * x.tokensPerSecond) / roof).toFixed(0)}% of ${roof.toFixed(1)}`;
+      return `| ${x.weights} | ${x.test} | ${x.tokensPerSecond.toFixed(1)} | ${x.msPerToken.toFixed(2)} | ${x.selection === undefined ? '-' : (100 * x.selection).toFixed(1) + '%'} | ${ofRoof} |`;
+    }),
   ];
+  const bw = r.rows.filter((x) => x.readBandwidth !== undefined);
+  if (bw.length) {
+    lines.push(
+      '',
+      `Roofline: a decode step moves every weight once and reads and writes the state (${bw
+        .filter((x, i, a) => a.findIndex((y) => y.weights === x.weights) === i)
+        .map((x) => `${x.weights} ${(x.bytesPerToken! / 1e6).toFixed(0)} MB at ${(x.readBandwidth! / 1e9).toFixed(1)} GB/s`)
+        .join(', ')}, the CPU threads' read bandwidth measured in this run).`,
+    );
+  }
   return lines.join('\n');
 }

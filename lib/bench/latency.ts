@@ -239,7 +239,7 @@ async function loadModel(model: LatencyModel, dir: string, prefillChunk: number,
 }
 
 function stateMiB(state: ReturnType<CausalLM['createState']>): number {
-  return mib(state.layers.reduce((a, l) => a + l.tensors().reduce((b, t) => b + t.byteLength, 0), 0));
+  return mib(state.byteLength);
 }
 
 async function child(task: ChildTask): Promise<ChildResult> {

@@ -74,6 +74,11 @@ export class SequenceState {
     return this.disposedFlag;
   }
 
+  /** Bytes held by the state's tensors (SSM and conv states, KV caches, ring buffers). */
+  get byteLength(): number {
+    return this.layers.reduce((a, l) => a + l.tensors().reduce((b, t) => b + t.byteLength, 0), 0);
+  }
+
   dispose(): void {
     if (this.disposedFlag) return;
     this.disposedFlag = true;
