@@ -204,18 +204,36 @@ TAIPAN_AVX2 inline void transpose8x8(__m256 r[8]) {
 // VM this read W 20-40% faster than 6 adjacent rows (one stream), and bf16, whose rows are
 // only 1.5 KiB long, up to twice as fast; bench/native/gemv_streams.cpp measures the patterns
 // (more than ~8 streams per core is slower again). All x row groups are applied to the
-// current 6 rows while they are in L1/L2, so DRAM sees each weight once whatever M is. For
-// M >= 3 a tile computes long enough that the prefetcher falls behind, so those tiles also
-// software-prefetch the next row of each of their streams, the x groups taking turns (each
-// line is requested once).
+// current 6 rows while they are in L1/L2, so DRAM sees each weight once whatever M is.
+//
+// With more than one x group (M >= 5) the FMAs, not DRAM, set the pace and extra streams buy
+// nothing; there the tiles take 6 adjacent rows, and since the hardware prefetcher falls
+// behind such slow readers, the next 6 rows (one contiguous range) are software-prefetched
+// in order, spread evenly over the current block's tiles.
+
+// Spreads `lines` cache-line prefetches starting at `p` evenly over `steps` loop iterations
+// (Bresenham style: no division in the loop).
+struct PrefetchSpread {
+  const char* p;
+  int64_t lines, steps, acc = 0;  // lines >= 0, steps >= 1
+  TAIPAN_AVX2 inline void step() {
+    acc += lines;
+    while (acc >= steps) {
+      _mm_prefetch(p, _MM_HINT_T0);
+      p += 64;
+      acc -= steps;
+    }
+  }
+};
 
 constexpr int64_t kStreams = 6;
 
 // Rows row0 + r * rs (r < R) of W against MB rows of x; y[m * ldy + r * rs] receives the
-// result for x row m and tile row r.
+// result for x row m and tile row r. Meanwhile the tile prefetches `pf_lines` cache lines
+// from `pf` on, spread over its loop.
 template <DType WT, int R, int MB>
 TAIPAN_AVX2 void gemv_tile(int64_t K, const float* x, int64_t ldx, const void* W, int64_t row0,
-                           int64_t rs, float* y, int64_t ldy, int pf_groups, int pf_turn) {
+                           int64_t rs, float* y, int64_t ldy, const char* pf, int64_t pf_lines) {
   __m256 acc[R][MB];
 #pragma GCC unroll 16
   for (int r = 0; r < R; r++)
@@ -223,19 +241,9 @@ TAIPAN_AVX2 void gemv_tile(int64_t K, const float* x, int64_t ldx, const void* W
     for (int m = 0; m < MB; m++) acc[r][m] = _mm256_setzero_ps();
 
   const int64_t kv = K & ~int64_t(7);  // the vectorised part of K
-  constexpr int64_t kElem = WT == DType::F32 ? 4 : 2;
-  const char* wbytes = static_cast<const char*>(W);
+  PrefetchSpread prefetch{pf, pf_lines, std::max<int64_t>(1, kv / 8)};
   for (int64_t k = 0; k < kv; k += 8) {
-    if constexpr (MB >= 3) {
-      if (((k * kElem) & 63) == 0 && pf_groups > 0) {
-        if (pf_turn == 0) {
-#pragma GCC unroll 16
-          for (int r = 0; r < R; r++)
-            _mm_prefetch(wbytes + ((row0 + 1 + r * rs) * K + k) * kElem, _MM_HINT_T0);
-        }
-        if (++pf_turn == pf_groups) pf_turn = 0;
-      }
-    }
+    prefetch.step();
     __m256 xv[MB];
 #pragma GCC unroll 16
     for (int m = 0; m < MB; m++) xv[m] = _mm256_loadu_ps(x + m * ldx + k);
@@ -258,20 +266,24 @@ TAIPAN_AVX2 void gemv_tile(int64_t K, const float* x, int64_t ldx, const void* W
         y[m * ldy + r * rs] += x[m * ldx + kk] * load_w1<WT>(W, (row0 + r * rs) * K + kk);
 }
 
-// R rows (stride rs) against x rows [0, mb) of x, in groups of up to 4 x rows.
+// R rows (stride rs) against x rows [0, M), in groups of up to 4 x rows; the groups share
+// out the prefetch of `pf_lines` lines from `pf` on.
 template <DType WT, int R>
 TAIPAN_AVX2 void gemv_rows(int64_t K, const float* x, int64_t ldx, const void* W, int64_t row0,
-                           int64_t rs, float* y, int64_t ldy, int64_t M, bool prefetch_next) {
+                           int64_t rs, float* y, int64_t ldy, int64_t M, const char* pf,
+                           int64_t pf_lines) {
+  const int64_t groups = (M + 3) / 4;
   for (int64_t m = 0; m < M; m += 4) {
     const float* xm = x + m * ldx;
     float* ym = y + m * ldy;
-    // The x groups take turns fetching the lines of the next rows.
-    const int pfg = prefetch_next ? int((M + 3) / 4) : 0, pft = int(m / 4);
+    const int64_t g = m / 4, l0 = pf_lines * g / groups, l1 = pf_lines * (g + 1) / groups;
+    const char* gpf = pf + l0 * 64;
+    const int64_t gl = l1 - l0;
     switch (std::min<int64_t>(4, M - m)) {
-      case 1: gemv_tile<WT, R, 1>(K, xm, ldx, W, row0, rs, ym, ldy, pfg, pft); break;
-      case 2: gemv_tile<WT, R, 2>(K, xm, ldx, W, row0, rs, ym, ldy, pfg, pft); break;
-      case 3: gemv_tile<WT, R, 3>(K, xm, ldx, W, row0, rs, ym, ldy, pfg, pft); break;
-      default: gemv_tile<WT, R, 4>(K, xm, ldx, W, row0, rs, ym, ldy, pfg, pft); break;
+      case 1: gemv_tile<WT, R, 1>(K, xm, ldx, W, row0, rs, ym, ldy, gpf, gl); break;
+      case 2: gemv_tile<WT, R, 2>(K, xm, ldx, W, row0, rs, ym, ldy, gpf, gl); break;
+      case 3: gemv_tile<WT, R, 3>(K, xm, ldx, W, row0, rs, ym, ldy, gpf, gl); break;
+      default: gemv_tile<WT, R, 4>(K, xm, ldx, W, row0, rs, ym, ldy, gpf, gl); break;
     }
   }
 }
@@ -280,24 +292,33 @@ TAIPAN_AVX2 void gemv_rows(int64_t K, const float* x, int64_t ldx, const void* W
 template <DType WT>
 TAIPAN_AVX2 void gemv_range(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x,
                             int64_t ldx, const void* W, float* y, int64_t ldy) {
-  const int64_t per = (n1 - n0) / kStreams;  // rows per stream region
+  // M <= 4: tile i takes row i of each of kStreams regions; M >= 5: the 6 adjacent rows
+  // starting at n0 + 6 i. Either way the tiles cover rows [n0, n0 + kStreams * per).
+  const int64_t per = (n1 - n0) / kStreams;
+  constexpr int64_t kElem = WT == DType::F32 ? 4 : 2;
+  const bool streams = M <= 4;
+  const int64_t rs = streams ? per : 1;         // row stride within a tile
+  const int64_t step = streams ? 1 : kStreams;  // rows from one tile to the next
   for (int64_t i = 0; i < per; i++) {
-    const int64_t row = n0 + i;
+    const int64_t row = n0 + i * step;
     if (M == 1) {
-      gemv_tile<WT, 6, 1>(K, x, ldx, W, row, per, y + row, ldy, 0, 0);
+      gemv_tile<WT, 6, 1>(K, x, ldx, W, row, rs, y + row, ldy, nullptr, 0);
     } else if (M == 2) {
-      gemv_tile<WT, 6, 2>(K, x, ldx, W, row, per, y + row, ldy, 0, 0);
+      gemv_tile<WT, 6, 2>(K, x, ldx, W, row, rs, y + row, ldy, nullptr, 0);
     } else {
       // Two halves of 3 rows, each applied to every x group before moving on: 3 rows of W
       // (up to 24 KiB of fp32 for K = 2048) stay in L1 while the x groups cycle through.
-      const bool next = i + 1 < per;
-      gemv_rows<WT, 3>(K, x, ldx, W, row, per, y + row, ldy, M, next);
-      gemv_rows<WT, 3>(K, x, ldx, W, row + 3 * per, per, y + row + 3 * per, ldy, M, next);
+      // Adjacent layout: the next block's 6 rows are one range; each half fetches half of it.
+      const char* next = static_cast<const char*>(W) + (row + kStreams) * K * kElem;
+      const int64_t lines = streams || i + 1 == per ? 0 : kStreams * K * kElem / 64;
+      gemv_rows<WT, 3>(K, x, ldx, W, row, rs, y + row, ldy, M, next, lines / 2);
+      gemv_rows<WT, 3>(K, x, ldx, W, row + 3 * rs, rs, y + row + 3 * rs, ldy, M,
+                       next + lines / 2 * 64, lines - lines / 2);
     }
   }
   // The last (n1 - n0) % kStreams rows, one at a time.
   for (int64_t n = n0 + kStreams * per; n < n1; n++)
-    gemv_rows<WT, 1>(K, x, ldx, W, n, 0, y + n, ldy, M, n + 1 < n1);
+    gemv_rows<WT, 1>(K, x, ldx, W, n, 0, y + n, ldy, M, nullptr, 0);
 }
 
 template <DType WT>
