@@ -194,7 +194,8 @@ TAIPAN_AVX2 inline void transpose8x8(__m256 r[8]) {
 // ymm registers. Shapes used (measured in L1 on Zen3, where FMA needs ~10 independent chains
 // to reach its 2 per cycle): 6x1 and 6x2 for M <= 2 (memory bound anyway), 3x3 and 3x4 (9 or
 // 12 accumulators, ~80% of FMA peak for f32; 2x4 reached only ~55%), so M = 5..8 (two x
-// groups) stays near DRAM speed too.
+// groups) stays near DRAM speed too. bf16 with M = 1 has its own 6x1 tile that widens 16
+// weights per two instructions (gemv_tile_bf16x1).
 //
 // Memory: the time is the time to stream W from DRAM, and how fast that goes depends on how
 // many independent sequential streams are in flight. A thread's rows [n0, n1) are therefore
@@ -356,7 +357,8 @@ TAIPAN_AVX2 void gemv_range(int64_t M, int64_t n0, int64_t n1, int64_t K, const 
     } else {
       // Two halves of 3 rows, each applied to every x group before moving on: 3 rows of W
       // (up to 24 KiB of fp32 for K = 2048) stay in L1 while the x groups cycle through.
-      // Adjacent layout: the next block's 6 rows are one range; each half fetches half of it.
+      // In the adjacent layout (M >= 5) the next block's 6 rows are one range, and each half
+      // prefetches half of it; the stream layout (M = 3, 4) leaves them to the hardware.
       const char* next = static_cast<const char*>(W) + (row + kStreams) * K * kElem;
       const int64_t lines = streams || i + 1 == per ? 0 : kStreams * K * kElem / 64;
       gemv_rows<WT, 3>(K, x, ldx, W, row, rs, y + row, ldy, M, next, lines / 2);
