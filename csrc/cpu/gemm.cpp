@@ -6,9 +6,9 @@
 // The model runs this in two very different regimes, so there are two AVX2 algorithms:
 //
 //   * Decode and short inputs (M <= kGemvMaxM): for a few tokens the work is ~M FMAs per
-//     weight, so the time is the time to read W from DRAM once. gemv_* reads each thread's
-//     half of W as 6 parallel streams, converts each weight to fp32 in registers, and
-//     applies it to every x row while it is still in L1. The two threads split N.
+//     weight, so the time is the time to read W from DRAM once. The threads take chunks of
+//     W's rows from a shared counter; gemv_* reads a chunk as 6 parallel streams, converts
+//     each weight to fp32 in registers, and applies it to every x row while it is in L1.
 //
 //   * Prefill (larger M): compute bound. gemm_packed_* is a GotoBLAS/BLIS-style blocked
 //     GEMM: W is packed (and converted to fp32) into K-blocked panels of 16 columns, x into
