@@ -6,8 +6,8 @@
 // awaited calls (the work runs off the JavaScript thread on the CPU pool); each figure is the
 // median of `repeats` runs after one warm-up run.
 //
-// Decode rows also carry their roofline. A decode step must read every weight once and read
-// and write the sequence's state, so it cannot beat (read bandwidth) / (those bytes). The
+// Decode rows of Mamba-2 models also carry their roofline. A decode step must read every
+// weight once and read and write the sequence's state, so it cannot beat (read bandwidth) / (those bytes). The
 // read bandwidth is measured in the same run, before and after the decode runs (the better
 // of the two counts): on a shared VM it moves by tens of percent within minutes, so a figure
 // from another hour would say little.
@@ -62,6 +62,13 @@ export interface CpuBenchResult {
   rows: CpuBenchRow[];
 }
 
+/** Mean selected fraction over the SALs since the last reset (undefined without SALs); resets. */
+function meanSelection(model: TaipanModel): number | undefined {
+  const sel = model.totalSelection;
+  model.resetSelection();
+  return sel.length ? sel.reduce((a, x) => a + x.fraction, 0) / sel.length : undefined;
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -95,10 +102,9 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
       `CPU ${cpus()[0]?.model ?? '?'} (${info.cpu.path}), ${threads} threads`,
   );
   const rows: CpuBenchRow[] = [];
-  const record = (model: TaipanModel, weights: string, test: string, tokens: number, seconds: number) => {
-    const sel = model.totalSelection;
-    const selection = sel.length ? sel.reduce((a, x) => a + x.fraction, 0) / sel.length : undefined;
-    model.resetSelection();
+  // selection: the realized SAL selection of the measured runs (default: what the model has
+  // counted since the last reset).
+  const record = (model: TaipanModel, weights: string, test: string, tokens: number, seconds: number, selection = meanSelection(model)) => {
     const row: CpuBenchRow = { weights, test, tokensPerSecond: tokens / seconds, msPerToken: (seconds * 1000) / tokens, selection };
     rows.push(row);
     log(`  ${weights} ${test}: ${(tokens / seconds).toFixed(1)} tok/s${selection === undefined ? '' : `, selected ${(100 * selection).toFixed(1)}%`}`);
@@ -121,12 +127,16 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
         record(model, dtype, `prefill ${L}`, L, median(runs));
       }
       // Decode after a short and after a long context: a Mamba-2 state and a SAL's ring cache
-      // do not grow, so the speed must not fall with the context length.
-      const bandwidthBefore = await addon().cpuReadBandwidth(256);
-      const decodeRows: CpuBenchRow[] = [];
-      for (const ctx of [16, Math.max(...prompts)]) {
-        const runs: number[] = [];
-        for (let r = 0; r <= repeats; r++) {
+      // do not grow, so the speed must not fall with the context length. The two contexts take
+      // turns, round by round, so that a drift of the machine's speed does not land on one.
+      // The roofline is for pure Mamba-2 models only: a Taipan step skips a SAL's projections
+      // and attention for tokens its gate leaves out, so what it must read depends on the gate.
+      const bandwidthBefore = cfg.sal ? undefined : await addon().cpuReadBandwidth(256);
+      const contexts = [16, Math.max(...prompts)];
+      const runs = contexts.map(() => [] as number[]);
+      const selected = contexts.map(() => [] as number[]);
+      for (let r = 0; r <= repeats; r++) {
+        for (const [c, ctx] of contexts.entries()) {
           const s = model.createState();
           await model.prefill(randomIds(ctx, 7), { states: [s] });
           model.resetSelection();
@@ -138,10 +148,19 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
             }
           });
           s.dispose();
-          if (r > 0) runs.push(t);
+          const fraction = meanSelection(model);
+          if (r > 0) {
+            runs[c]!.push(t); // the first round warms caches and the scratch buffers
+            if (fraction !== undefined) selected[c]!.push(fraction);
+          }
         }
-        decodeRows.push(record(model, dtype, `decode after ${ctx}`, decodeTokens, median(runs)));
       }
+      const decodeRows = contexts.map((ctx, c) => {
+        const sel = selected[c]!;
+        const selection = sel.length ? sel.reduce((a, x) => a + x, 0) / sel.length : undefined;
+        return record(model, dtype, `decode after ${ctx}`, decodeTokens, median(runs[c]!), selection);
+      });
+      if (bandwidthBefore === undefined) continue;
       const readBandwidth = Math.max(bandwidthBefore, await addon().cpuReadBandwidth(256));
       const stateBytes = (() => {
         const s = model.createState();
