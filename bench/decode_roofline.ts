@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { setThreads } from '../lib/backend.js';
+import { decodeBytesPerToken } from '../lib/bench/cpu.js';
 import { countParameters, getPreset } from '../lib/config.js';
 import { dtypeBytes } from '../lib/dtype.js';
 import { createRandomModel } from '../lib/models/random.js';
@@ -38,8 +39,9 @@ const state = model.createState();
 await model.prefill([1, 2, 3, 4, 5, 6, 7, 8], { states: [state] });
 for (let i = 0; i < 4; i++) await model.step([1], [state]); // warm the scratch buffers
 
+const bytesPerToken = decodeBytesPerToken(cfg, dtype, model);
 const weightBytes = countParameters(cfg) * dtypeBytes(dtype);
-const stateBytes = 2 * state.byteLength; // read and written
+const stateBytes = bytesPerToken - weightBytes; // read and written
 const gb = (bytesPerSecond: number) => (bytesPerSecond / 1e9).toFixed(1);
 console.log(`${values.preset}, ${dtype} weights: ${(weightBytes / 1e6).toFixed(0)} MB of weights and ${(stateBytes / 1e6).toFixed(0)} MB of state traffic per token`);
 addon().setProfiling(true);
@@ -54,7 +56,7 @@ for (let r = 0; r < rounds; r++) {
   const ssd = (ops.ssd_step?.seconds ?? 0) / steps;
   const opsMs = (1000 * Object.values(ops).reduce((a, o) => a + o.seconds, 0)) / steps;
   console.log(
-    `probe ${gb(probe)} GB/s | token ${ms.toFixed(2)} ms = ${((100 * (weightBytes + stateBytes)) / (probe * ms * 1e-3)).toFixed(0)}% of roofline` +
+    `probe ${gb(probe)} GB/s | token ${ms.toFixed(2)} ms = ${((100 * bytesPerToken) / (probe * ms * 1e-3)).toFixed(0)}% of roofline` +
       ` | GEMVs ${(1000 * linear).toFixed(2)} ms at ${gb(weightBytes / linear)} GB/s (${((100 * weightBytes) / linear / probe).toFixed(0)}% of probe)` +
       ` | SSM step ${(1000 * ssd).toFixed(2)} ms | other ops ${(opsMs - 1000 * (linear + ssd)).toFixed(2)} ms | outside ops ${(ms - opsMs).toFixed(2)} ms`,
   );

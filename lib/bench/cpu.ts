@@ -7,18 +7,18 @@
 // median of `repeats` runs after one warm-up run.
 //
 // Decode rows of Mamba-2 models also carry their roofline. A decode step must read every
-// weight once and read and write the sequence's state, so it cannot beat (read bandwidth) / (those bytes). The
-// read bandwidth is measured in the same run, before and after the decode runs (the better
-// of the two counts): on a shared VM it moves by tens of percent within minutes, so a figure
-// from another hour would say little.
+// weight once and read and write the sequence's state, so it cannot beat (read bandwidth) /
+// (those bytes). The read bandwidth is measured in the same run, before and after the decode
+// runs (the better of the two counts): on a shared VM it moves by tens of percent within
+// minutes, so a figure from another hour would say little.
 import { existsSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { getBackendInfo, setThreads } from '../backend.js';
 import { addon } from '../native.js';
-import { countParameters, getPreset } from '../config.js';
-import { dtypeBytes } from '../dtype.js';
+import { countParameters, getPreset, type ModelConfig } from '../config.js';
+import { dtypeBytes, type DTypeName } from '../dtype.js';
 import { createRandomModel, randomTokenIds } from '../models/random.js';
 import { TaipanModel } from '../models/taipan.js';
 
@@ -44,6 +44,17 @@ export interface CpuBenchRow {
   bytesPerToken?: number;
   /** Decode: the CPU threads' read bandwidth measured around this dtype's decode runs, bytes/s. */
   readBandwidth?: number;
+}
+
+/**
+ * The bytes a decode step of a Mamba-2 model must move: every weight once (in `dtype`) and
+ * the sequence's state read and written.
+ */
+export function decodeBytesPerToken(cfg: ModelConfig, dtype: DTypeName, model: Pick<TaipanModel, 'createState'>): number {
+  const state = model.createState();
+  const stateBytes = state.byteLength;
+  state.dispose();
+  return countParameters(cfg) * dtypeBytes(dtype) + 2 * stateBytes;
 }
 
 /** The decode speed that reading `bytesPerToken` at `readBandwidth` allows. */
@@ -162,13 +173,7 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
       });
       if (bandwidthBefore === undefined) continue;
       const readBandwidth = Math.max(bandwidthBefore, await addon().cpuReadBandwidth(256));
-      const stateBytes = (() => {
-        const s = model.createState();
-        const n = s.byteLength;
-        s.dispose();
-        return n;
-      })();
-      const bytesPerToken = parameters * dtypeBytes(dtype) + 2 * stateBytes;
+      const bytesPerToken = decodeBytesPerToken(cfg, dtype, model);
       for (const row of decodeRows) Object.assign(row, { bytesPerToken, readBandwidth });
       log(`  ${dtype} read bandwidth ${(readBandwidth / 1e9).toFixed(1)} GB/s, ${(bytesPerToken / 1e6).toFixed(0)} MB per decode token: at most ${(readBandwidth / bytesPerToken).toFixed(1)} tok/s`);
     } finally {
