@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { cudaMemory, cudaReleaseCache, getBackendInfo, resolveBackend } from '../lib/backend.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, type DTypeName } from '../lib/dtype.js';
-import { argmax, CausalLM } from '../lib/models/causal_lm.js';
+import { argmax, CausalLM, type LoadOptions } from '../lib/models/causal_lm.js';
 import type { ModelConfig } from '../lib/config.js';
 import { Mamba2Model } from '../lib/models/mamba2.js';
 import { addon, type DeviceName, type NativeTensor } from '../lib/native.js';
@@ -979,6 +979,31 @@ function expectLogitsClose(lg: Float32Array, lc: Float32Array, V: number, n: num
   expect(max).toBeLessThan(maxTol);
 }
 
+/**
+ * One seeded bf16 checkpoint of `cfg` in a temporary directory, loaded on the CPU and on CUDA
+ * before the calling describe block's tests and disposed after them.
+ */
+function cpuAndCudaModels<M extends { dispose(): void }>(
+  Model: { load(dir: string, opts: LoadOptions): Promise<M> },
+  cfg: ModelConfig,
+  seed: number,
+  prefillChunk: number,
+): { readonly dir: string; cpu: M; gpu: M } {
+  const tmp = tempDir('taipan-cuda-models-');
+  const models = { dir: tmp.dir, cpu: undefined as unknown as M, gpu: undefined as unknown as M };
+  beforeAll(async () => {
+    await writeModel(cfg, tmp.dir, seed, 'bf16');
+    models.cpu = await Model.load(tmp.dir, { backend: 'cpu', prefillChunk });
+    models.gpu = await Model.load(tmp.dir, { backend: 'cuda', prefillChunk });
+  });
+  afterAll(() => {
+    models.cpu?.dispose();
+    models.gpu?.dispose();
+    tmp.cleanup();
+  });
+  return models;
+}
+
 describe.skipIf(!hasCuda)('Mamba2Model on CUDA (bf16 activations) vs the CPU (fp32)', () => {
   // Written with bf16 weights, so both backends run exactly the same weights and the comparison
   // measures what MODEL.md section 10 allows for: bf16 activations between ops on CUDA.
@@ -993,41 +1018,28 @@ describe.skipIf(!hasCuda)('Mamba2Model on CUDA (bf16 activations) vs the CPU (fp
   const RMS_TOL = 2e-2;
   const MAX_TOL = 8e-2;
   const cfg = smallMamba2Config();
-  const tmp = tempDir('taipan-cuda-model-');
-  let cpuModel: Mamba2Model;
-  let gpuModel: Mamba2Model;
+  const models = cpuAndCudaModels(Mamba2Model, cfg, 11, 16);
   const ids = (n: number, s: number) => Array.from({ length: n }, (_, i) => (s * 31 + i * 17 + ((i * i) % 7)) % cfg.vocab_size);
   const expectClose = (lg: Float32Array, lc: Float32Array) => expectLogitsClose(lg, lc, cfg.vocab_padded, cfg.vocab_size, RMS_TOL, MAX_TOL);
 
-  beforeAll(async () => {
-    await writeModel(cfg, tmp.dir, 11, 'bf16');
-    cpuModel = await Mamba2Model.load(tmp.dir, { backend: 'cpu', prefillChunk: 16 });
-    gpuModel = await Mamba2Model.load(tmp.dir, { backend: 'cuda', prefillChunk: 16 });
-  });
-  afterAll(() => {
-    cpuModel?.dispose();
-    gpuModel?.dispose();
-    tmp.cleanup();
-  });
-
   it('loads its weights as bf16 on the device and refuses f32 matrices', async () => {
-    expect(gpuModel.device).toBe('cuda');
-    await expect(Mamba2Model.load(tmp.dir, { backend: 'cuda', weightDtype: 'f32' })).rejects.toThrow(/weightDtype 'f32' is not supported on the CUDA backend/);
+    expect(models.gpu.device).toBe('cuda');
+    await expect(Mamba2Model.load(models.dir, { backend: 'cuda', weightDtype: 'f32' })).rejects.toThrow(/weightDtype 'f32' is not supported on the CUDA backend/);
   });
 
   it('prefill logits at every position agree (prompt over several SSD and prefill chunks)', async () => {
     const seq = ids(40, 1);
-    const c = await cpuModel.prefill(seq, { logits: 'all' });
-    const g = await gpuModel.prefill(seq, { logits: 'all' });
+    const c = await models.cpu.prefill(seq, { logits: 'all' });
+    const g = await models.gpu.prefill(seq, { logits: 'all' });
     expectClose(g.logits, c.logits);
     for (const s of [...c.states, ...g.states]) s.dispose();
   });
 
   it('gives the same greedy tokens over 32 decode steps wherever the top two logits differ by more than 2e-2 std', async () => {
-    const sc = cpuModel.createState();
-    const sg = gpuModel.createState();
-    let lc = (await cpuModel.prefill(ids(9, 2), { states: [sc] })).logits;
-    let lg = (await gpuModel.prefill(ids(9, 2), { states: [sg] })).logits;
+    const sc = models.cpu.createState();
+    const sg = models.gpu.createState();
+    let lc = (await models.cpu.prefill(ids(9, 2), { states: [sc] })).logits;
+    let lg = (await models.gpu.prefill(ids(9, 2), { states: [sg] })).logits;
     let compared = 0;
     for (let step = 0; step < 32; step++) {
       expectClose(lg, lc);
@@ -1041,8 +1053,8 @@ describe.skipIf(!hasCuda)('Mamba2Model on CUDA (bf16 activations) vs the CPU (fp
         compared++;
       }
       // Both continue from the CPU's token, so one near-tie cannot make the runs diverge.
-      lc = await cpuModel.step([next], [sc]);
-      lg = await gpuModel.step([next], [sg]);
+      lc = await models.cpu.step([next], [sc]);
+      lg = await models.gpu.step([next], [sg]);
     }
     expect(compared).toBeGreaterThan(16);
     sc.dispose();
@@ -1051,15 +1063,15 @@ describe.skipIf(!hasCuda)('Mamba2Model on CUDA (bf16 activations) vs the CPU (fp
 
   it('decodes a batch of sequences with their own states, and a warm decode loop calls no cudaMalloc', async () => {
     const prompts = [ids(5, 3), ids(5, 4), ids(5, 5)];
-    const c = await cpuModel.prefill(prompts);
-    const g = await gpuModel.prefill(prompts);
+    const c = await models.cpu.prefill(prompts);
+    const g = await models.gpu.prefill(prompts);
     expectClose(g.logits, c.logits);
     let tokens = [1, 2, 3];
     let mallocs = 0;
     for (let step = 0; step < 10; step++) {
       if (step === 3) mallocs = cudaMemory().deviceMallocs;
-      const lc = await cpuModel.step(tokens, c.states);
-      const lg = await gpuModel.step(tokens, g.states);
+      const lc = await models.cpu.step(tokens, c.states);
+      const lg = await models.gpu.step(tokens, g.states);
       expectClose(lg, lc);
       const V = cfg.vocab_padded;
       tokens = [0, 1, 2].map((b) => argmax(lc.subarray(b * V, (b + 1) * V), cfg.vocab_size));
@@ -1086,41 +1098,28 @@ const baselines: [string, () => ModelConfig][] = [
 for (const [name, makeConfig] of baselines) {
   describe.skipIf(!hasCuda)(`${name} on CUDA vs the CPU`, () => {
     const cfg = makeConfig();
-    const tmp = tempDir('taipan-cuda-baseline-');
-    let cpuModel: CausalLM;
-    let gpuModel: CausalLM;
+    const models = cpuAndCudaModels(CausalLM, cfg, 13, 5);
     const ids = (n: number, s: number) => Array.from({ length: n }, (_, i) => (s * 29 + i * 11 + ((i * i) % 5)) % cfg.vocab_size);
     const expectClose = (lg: Float32Array, lc: Float32Array) => expectLogitsClose(lg, lc, cfg.vocab_padded, cfg.vocab_size, 2e-2, 8e-2);
 
-    beforeAll(async () => {
-      await writeModel(cfg, tmp.dir, 13, 'bf16');
-      cpuModel = await CausalLM.load(tmp.dir, { backend: 'cpu', prefillChunk: 5 });
-      gpuModel = await CausalLM.load(tmp.dir, { backend: 'cuda', prefillChunk: 5 });
-    });
-    afterAll(() => {
-      cpuModel?.dispose();
-      gpuModel?.dispose();
-      tmp.cleanup();
-    });
-
     it('prefill logits at every position agree (a prompt in three pieces)', async () => {
       const seq = ids(12, 1);
-      const c = await cpuModel.prefill(seq, { logits: 'all' });
-      const g = await gpuModel.prefill(seq, { logits: 'all' });
+      const c = await models.cpu.prefill(seq, { logits: 'all' });
+      const g = await models.gpu.prefill(seq, { logits: 'all' });
       expectClose(g.logits, c.logits);
       for (const s of [...c.states, ...g.states]) s.dispose();
     }, 300_000); // minutes on the emulator, milliseconds on a GPU
 
     it('a batch of 3 decodes 4 steps with the same logits and greedy tokens', async () => {
       const prompts = [ids(3, 2), ids(3, 3), ids(3, 4)];
-      const c = await cpuModel.prefill(prompts);
-      const g = await gpuModel.prefill(prompts);
+      const c = await models.cpu.prefill(prompts);
+      const g = await models.gpu.prefill(prompts);
       expectClose(g.logits, c.logits);
       const V = cfg.vocab_padded;
       let tokens = [1, 2, 3];
       for (let step = 0; step < 4; step++) {
-        const lc = await cpuModel.step(tokens, c.states);
-        const lg = await gpuModel.step(tokens, g.states);
+        const lc = await models.cpu.step(tokens, c.states);
+        const lg = await models.gpu.step(tokens, g.states);
         expectClose(lg, lc);
         // Both continue from the CPU's tokens, so one near-tie cannot make the runs diverge.
         tokens = [0, 1, 2].map((b) => argmax(lc.subarray(b * V, (b + 1) * V), cfg.vocab_size));
