@@ -205,6 +205,18 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
     cpu.syncBlocking();
     gpu.syncBlocking();
   };
+  // Records `enqueue` into a graph while the device-side `count` (created holding 0) is 0,
+  // then sets it to `value` and launches and runs the graph: an op that takes a count must
+  // read it when it runs, not when it is recorded.
+  const runWithCountSetAfterCapture = (count: NativeTensor, value: number, enqueue: () => void) => {
+    gpu.stream.beginCapture();
+    enqueue();
+    const graph = gpu.stream.endCapture();
+    count.write(Int32Array.from([value]));
+    gpu.stream.launch(graph);
+    run();
+    graph.dispose();
+  };
 
   describe('embedding', () => {
     for (const dt of ['f32', 'f16', 'bf16'] as const) {
@@ -321,14 +333,7 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
       cpu.linear(on('cpu', x, [M, K]), on('cpu', W, [N, K], 'bf16'), oc);
       const og = native.tensor(new Float32Array(M * N).fill(-3), [M, N], 'f32', 'cuda');
       const count = native.tensor(Int32Array.from([0]), [1], 'i32', 'cuda');
-      // Recorded while count is 0, run after it became 5: the op must read 5.
-      gpu.stream.beginCapture();
-      gpu.linear(on('cuda', x, [M, K], 'bf16'), on('cuda', W, [N, K], 'bf16'), og, count);
-      const graph = gpu.stream.endCapture();
-      count.write(Int32Array.from([5]));
-      gpu.stream.launch(graph);
-      run();
-      graph.dispose();
+      runWithCountSetAfterCapture(count, 5, () => gpu.linear(on('cuda', x, [M, K], 'bf16'), on('cuda', W, [N, K], 'bf16'), og, count));
       const got = og.toArray();
       const want = oc.toArray();
       expect(relError(got.subarray(0, 5 * N), want.subarray(0, 5 * N))).toBeLessThan(1e-5);
@@ -855,14 +860,9 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
       const cc = native.tensor(Int32Array.from([5]), [1], 'i32');
       const cg = native.tensor(Int32Array.from([0]), [1], 'i32', 'cuda');
       cpu.rope(xc, native.tensor(starts, [B], 'i32'), { headDim: hd, length: L, theta: 10000 }, native.tensor(index, [R], 'i32'), cc);
-      // Recorded while count is 0, run after it became 5.
-      gpu.stream.beginCapture();
-      gpu.rope(xg, native.tensor(starts, [B], 'i32', 'cuda'), { headDim: hd, length: L, theta: 10000 }, native.tensor(index, [R], 'i32', 'cuda'), cg);
-      const graph = gpu.stream.endCapture();
-      cg.write(Int32Array.from([5]));
-      gpu.stream.launch(graph);
-      run();
-      graph.dispose();
+      runWithCountSetAfterCapture(cg, 5, () =>
+        gpu.rope(xg, native.tensor(starts, [B], 'i32', 'cuda'), { headDim: hd, length: L, theta: 10000 }, native.tensor(index, [R], 'i32', 'cuda'), cg),
+      );
       const got = read(xg);
       expect(bf16Error(got, read(xc))).toBeLessThan(1);
       const W = H * hd;
@@ -891,13 +891,7 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
       cpu.swiglu(on('cpu', h, [M, 2 * F]), oc, native.tensor(Int32Array.from([5]), [1], 'i32'));
       const og = native.tensor(new Float32Array(M * F).fill(7), [M, F], 'bf16', 'cuda');
       const count = native.tensor(Int32Array.from([0]), [1], 'i32', 'cuda');
-      gpu.stream.beginCapture();
-      gpu.swiglu(on('cuda', h, [M, 2 * F], 'bf16'), og, count);
-      const graph = gpu.stream.endCapture();
-      count.write(Int32Array.from([5]));
-      gpu.stream.launch(graph);
-      run();
-      graph.dispose();
+      runWithCountSetAfterCapture(count, 5, () => gpu.swiglu(on('cuda', h, [M, 2 * F], 'bf16'), og, count));
       const got = read(og);
       expect(bf16Error(got.subarray(0, 5 * F), read(oc).subarray(0, 5 * F))).toBeLessThan(1);
       expect(Array.from(got.subarray(5 * F))).toEqual(new Array((M - 5) * F).fill(7));
