@@ -146,6 +146,9 @@ for (const path of cpuPaths) {
     describe('conv1d', () => {
       const cases = [
         [1, 1, 5, 4], [1, 2, 20, 4], [1, 3, 20, 4], [3, 5, 72, 4], [2, 37, 20, 2], [1, 64, 136, 4], [2, 9, 17, 5],
+        // Several token blocks (64) and channel blocks (256) of the AVX2 prefill kernel, with a
+        // channel tail that is not a multiple of 8.
+        [2, 150, 300, 4], [1, 65, 264, 3],
       ];
       for (const [B, L, C, K] of cases) {
         for (const withState of [false, true]) {

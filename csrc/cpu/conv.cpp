@@ -1,11 +1,14 @@
 // Causal depthwise conv1d + SiLU over the x|B|C channels of Mamba-2, for prefill (many
 // tokens, optional carried state) and for decode (one token, state updated in place).
 //
-// Each channel is an independent K-tap filter, so channels are the unit of parallelism and
-// the inner loop runs across 8 channels at a time: a token's inputs for 8 channels are
-// contiguous, and the filter taps of those channels are gathered once per block.
+// Each channel is an independent K-tap filter. Prefill walks the tokens in order and, for
+// each, runs across 8 channels at a time: a token's inputs for 8 channels are contiguous in
+// its row, and the rows of x are read in order (walking one channel block down the whole
+// sequence instead strides through a new cache line and page at every token). Decode has
+// its own kernel, per channel, below.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels.h"
 #include "vec_math.h"
@@ -40,43 +43,30 @@ __attribute__((target("avx2,fma"))) void silu_inplace_avx2(float* v, int64_t n) 
   for (; i < n; i++) v[i] = silu_scalar(v[i]);
 }
 
-__attribute__((target("avx2,fma"))) void conv_seq_avx2(int64_t L, int64_t K, int64_t c0, int64_t c1, const float* x, int64_t ldx,
-                                                      const float* w, const float* bias, const float* st, float* out, int64_t ldo) {
-  int64_t c = c0;
-  for (; c + 8 <= c1; c += 8) {
-    // Taps of 8 channels, transposed so tap k of all 8 is one vector.
-    __m256 taps[kMaxK];
-    for (int64_t k = 0; k < K; k++) {
-      alignas(32) float tk[8];
-      for (int j = 0; j < 8; j++) tk[j] = w[(c + j) * K + k];
-      taps[k] = _mm256_load_ps(tk);
+// Tokens [t0, t1) of one sequence, channels [c0, c1), with t0 >= K-1 so that every input is
+// in x. Token-major: a token's inputs for 8 channels are one vector in each of K rows, and
+// taps are read from the transposed copy wt ([K, C]) as vectors too, so every load is a
+// contiguous run of a row that the previous tokens have just brought into cache.
+__attribute__((target("avx2,fma"))) void conv_tokens_avx2(int64_t t0, int64_t t1, int64_t K, int64_t c0,
+                                                         int64_t c1, const float* x, int64_t ldx,
+                                                         const float* wt, int64_t C,
+                                                         const float* bias, float* out, int64_t ldo) {
+  for (int64_t t = t0; t < t1; t++) {
+    const float* xs = x + (t - (K - 1)) * ldx;
+    float* o = out + t * ldo;
+    int64_t c = c0;
+    for (; c + 8 <= c1; c += 8) {
+      __m256 acc = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
+      for (int64_t k = 0; k < K; k++)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(wt + k * C + c), _mm256_loadu_ps(xs + k * ldx + c), acc);
+      _mm256_storeu_ps(o + c, silu256(acc));
     }
-    __m256 b = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
-    // The first K-1 tokens may read the carried state; after that every input is in x.
-    int64_t head = std::min<int64_t>(L, K - 1);
-    for (int64_t t = 0; t < head; t++) {
-      __m256 acc = b;
-      for (int64_t k = 0; k < K; k++) {
-        int64_t s = t - (K - 1) + k;
-        __m256 in;
-        if (s >= 0) in = _mm256_loadu_ps(x + s * ldx + c);
-        else {
-          alignas(32) float v[8];
-          for (int j = 0; j < 8; j++) v[j] = conv_input(x, ldx, st, K, s, c + j);
-          in = _mm256_load_ps(v);
-        }
-        acc = _mm256_fmadd_ps(taps[k], in, acc);
-      }
-      _mm256_storeu_ps(out + t * ldo + c, silu256(acc));
-    }
-    for (int64_t t = head; t < L; t++) {
-      __m256 acc = b;
-      const float* xs = x + (t - (K - 1)) * ldx + c;
-      for (int64_t k = 0; k < K; k++) acc = _mm256_fmadd_ps(taps[k], _mm256_loadu_ps(xs + k * ldx), acc);
-      _mm256_storeu_ps(out + t * ldo + c, silu256(acc));
+    for (; c < c1; c++) {
+      float acc = bias ? bias[c] : 0.0f;
+      for (int64_t k = 0; k < K; k++) acc += wt[k * C + c] * xs[k * ldx + c];
+      o[c] = silu_scalar(acc);
     }
   }
-  if (c < c1) conv_seq_portable(L, K, c, c1, x, ldx, w, bias, st, out, ldo);
 }
 
 // New state = the last K-1 inputs of (old state ++ x), oldest first.
@@ -93,21 +83,40 @@ void update_state(int64_t L, int64_t K, int64_t c0, int64_t c1, const float* x, 
 void conv1d_silu(ThreadPool& pool, int64_t B, int64_t L, int64_t C, int64_t K, const float* x,
                  int64_t ldx, const float* w, const float* bias, const float* state_in, float* out,
                  float* state_out) {
-  bool vec = use_avx2();
-  // Blocks of 64 channels per task (times B sequences) keep both threads busy even for one
-  // short sequence, and each block's taps stay in registers for the whole sequence.
-  const int64_t cb = 64;
-  int64_t nblocks = (C + cb - 1) / cb;
-  pool.parallel_for(B * nblocks, [&](int64_t b0, int64_t b1, int) {
-    for (int64_t i = b0; i < b1; i++) {
+  if (!use_avx2()) {
+    // Portable: one task per (sequence, 64-channel block), each over the whole sequence.
+    const int64_t cb = 64, nblocks = (C + cb - 1) / cb;
+    pool.parallel_tasks(B * nblocks, [&](int64_t i, int) {
       int64_t b = i / nblocks, c0 = (i % nblocks) * cb, c1 = std::min(C, c0 + cb);
       const float* xb = x + b * L * ldx;
       const float* sb = state_in ? state_in + b * C * (K - 1) : nullptr;
-      float* ob = out + b * L * C;
-      if (vec) conv_seq_avx2(L, K, c0, c1, xb, ldx, w, bias, sb, ob, C);
-      else conv_seq_portable(L, K, c0, c1, xb, ldx, w, bias, sb, ob, C);
+      conv_seq_portable(L, K, c0, c1, xb, ldx, w, bias, sb, out + b * L * C, C);
       if (state_out) update_state(L, K, c0, c1, xb, ldx, sb, state_out + b * C * (K - 1));
-    }
+    });
+    return;
+  }
+  // The taps transposed to [K, C], so that tap k of 8 adjacent channels is one vector.
+  std::vector<float> wt(size_t(K * C));
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t k = 0; k < K; k++) wt[size_t(k * C + c)] = w[c * K + k];
+  // Tasks of (sequence, 64 tokens, 256 channels): a task's rows of x and out (1 KiB each)
+  // stay in L1 while its K-row window slides down them, and a 512-token prompt of the
+  // mamba2-130m shape makes 56 tasks, enough to keep both threads busy to the end.
+  const int64_t tb = 64, cb = 256;
+  const int64_t ntb = (L + tb - 1) / tb, ncb = (C + cb - 1) / cb;
+  pool.parallel_tasks(B * ntb * ncb, [&](int64_t i, int) {
+    const int64_t b = i / (ntb * ncb), t0 = i / ncb % ntb * tb, t1 = std::min(L, t0 + tb);
+    const int64_t c0 = i % ncb * cb, c1 = std::min(C, c0 + cb);
+    const float* xb = x + b * L * ldx;
+    float* ob = out + b * L * C;
+    // The first K-1 tokens may read the carried state: channel by channel, as the portable
+    // path does. Only the first token block has them.
+    const int64_t head = std::min(t1, K - 1);
+    const float* sb = state_in ? state_in + b * C * (K - 1) : nullptr;
+    if (t0 < head) conv_seq_portable(head, K, c0, c1, xb, ldx, w, bias, sb, ob, C);
+    conv_tokens_avx2(std::max(t0, head), t1, K, c0, c1, xb, ldx, wt.data(), C, bias, ob, C);
+    // The new state, written by the task that read the old one (state_out may alias it).
+    if (state_out && t0 == 0) update_state(L, K, c0, c1, xb, ldx, sb, state_out + b * C * (K - 1));
   });
 }
 
