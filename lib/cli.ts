@@ -37,6 +37,7 @@ commands:
       --repeats N            runs per figure, median reported (default 3)
       --dtypes f32,bf16      weight dtypes to measure
       --json FILE            also write the results as JSON
+      --profile              also: where one prefill's and one decode run's time goes, op by op
       --sal                  instead: one SAL at C = 0.15 vs dense sliding-window attention
   random --preset NAME --out DIR [--dtype f32|bf16|f16] [--seed N]
                              write a random checkpoint directory
@@ -103,6 +104,7 @@ async function bench(args: string[]): Promise<number> {
       dtypes: { type: 'string', default: 'f32,bf16' },
       json: { type: 'string' },
       sal: { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
     },
   });
   const write = (result: unknown) => {
@@ -127,6 +129,7 @@ async function bench(args: string[]): Promise<number> {
     decodeTokens: Number(values.decode),
     repeats: Number(values.repeats),
     dtypes: values.dtypes!.split(',') as ('f32' | 'bf16' | 'f16')[],
+    profile: values.profile,
     log: (l) => process.stderr.write(l + '\n'),
   });
   console.log(formatCpuBenchmark(result));

@@ -5,7 +5,9 @@ import { main } from '../lib/cli.js';
 import { runCli } from './helpers/cli.js';
 import { tempDir, smallMamba2Config } from './helpers/models.js';
 import { createRandomModel } from '../lib/models/random.js';
-import { formatCpuBenchmark, rooflineTokensPerSecond, type CpuBenchResult } from '../lib/bench/cpu.js';
+import { formatCpuBenchmark, formatOpProfile, profileOps, rooflineTokensPerSecond, type CpuBenchResult } from '../lib/bench/cpu.js';
+import { Mamba2Model } from '../lib/models/mamba2.js';
+import { addon } from '../lib/native.js';
 
 describe('taipan CLI', () => {
   it('doctor and doctor --json describe the backends', async () => {
@@ -60,6 +62,46 @@ describe('taipan CLI', () => {
     expect(table).toContain('| bf16 | decode after 2048 | 60.0 | 16.70 | - | 75% of 80.0 |');
     expect(table).toMatch(/bf16 250 MB at 20\.0 GB\/s/);
     expect(table.match(/bf16 250 MB/g)).toHaveLength(1); // one entry per weight dtype
+  });
+
+  it('bench --profile: the ops a prefill and a decode step ran, with their calls, as a table', async () => {
+    const cfg = smallMamba2Config();
+    const dir = tempDir();
+    try {
+      await createRandomModel(cfg, dir.dir, { seed: 5 });
+      const model = await Mamba2Model.load(dir.dir, { backend: 'cpu' });
+      const s = model.createState();
+      try {
+        const wasOn = addon().setProfiling(false);
+        const prefill = await profileOps('f32', 'prefill 12', 12, () => model.prefill([...Array(12).keys()], { states: [s] }));
+        const decode = await profileOps('f32', 'decode 3', 3, async () => {
+          for (const t of [1, 2, 3]) await model.step([t], [s]);
+        });
+        expect(addon().setProfiling(wasOn)).toBe(false); // restored to what it was
+        const calls = (p: typeof prefill) => Object.fromEntries(p.ops.map((x) => [x.op, x.calls]));
+        const L = cfg.n_layer;
+        // Per layer: in_proj and out_proj; then the LM head, on the last position only.
+        expect(calls(prefill)).toMatchObject({ embedding: 1, linear: 2 * L + 1, conv1d_silu: L, ssd_scan: L, gated_rmsnorm: L });
+        expect(calls(decode)).toMatchObject({ embedding: 3, linear: 3 * (2 * L + 1), conv1d_update: 3 * L, ssd_step: 3 * L });
+        for (const p of [prefill, decode]) {
+          expect(p.ops.map((x) => x.seconds)).toEqual([...p.ops.map((x) => x.seconds)].sort((a, b) => b - a));
+          expect(p.ops.reduce((a, x) => a + x.seconds, 0)).toBeLessThanOrEqual(p.seconds);
+        }
+      } finally {
+        s.dispose();
+        model.dispose();
+      }
+    } finally {
+      dir.cleanup();
+    }
+    const table = formatOpProfile({
+      weights: 'bf16', test: 'decode 4', tokens: 4, seconds: 0.08,
+      ops: [{ op: 'linear', calls: 196, seconds: 0.06 }, { op: 'ssd_step', calls: 96, seconds: 0.01 }],
+    });
+    expect(table).toContain('Profile, bf16 decode 4: 20.00 ms/token with every op timed');
+    expect(table).toContain('| linear | 75.0% | 15.000 | 196 |');
+    expect(table).toContain('| ssd_step | 12.5% | 2.500 | 96 |');
+    expect(table).toContain('| (between ops) | 12.5% | 2.500 | - |');
   });
 
   it('rejects unknown commands and bad options', async () => {

@@ -11,6 +11,10 @@
 // (those bytes). The read bandwidth is measured in the same run, before and after the decode
 // runs (the better of the two counts): on a shared VM it moves by tens of percent within
 // minutes, so a figure from another hour would say little.
+//
+// With `profile`, one more prefill (the longest prompt) and one more decode run per dtype go
+// through the addon's op profiler, and the result says where their time went, op by op.
+// Those runs are not part of the timed figures (timing every op adds a little to each).
 import { existsSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +34,20 @@ export interface CpuBenchOptions {
   repeats?: number;
   dtypes?: ('f32' | 'bf16' | 'f16')[];
   cacheDir?: string;
+  /** Also profile one prefill and one decode run per dtype, op by op (see OpProfile). */
+  profile?: boolean;
   log?: (line: string) => void;
+}
+
+/** Where the time of a run went: the addon's executed ops, most expensive first. */
+export interface OpProfile {
+  weights: string;
+  /** "prefill N" or "decode N" (N tokens). */
+  test: string;
+  tokens: number;
+  /** Wall time of the whole run, seconds (the ops' sum plus the time between them). */
+  seconds: number;
+  ops: { op: string; calls: number; seconds: number }[];
 }
 
 export interface CpuBenchRow {
@@ -71,6 +88,26 @@ export interface CpuBenchResult {
   path: string;
   repeats: number;
   rows: CpuBenchRow[];
+  profiles?: OpProfile[];
+}
+
+/**
+ * Run `fn` with the op profiler on (restoring its previous setting), and return the time of
+ * each op it executed. Counters are process-wide: nothing else should run ops meanwhile.
+ */
+export async function profileOps(weights: string, test: string, tokens: number, fn: () => Promise<unknown>): Promise<OpProfile> {
+  const native = addon();
+  const was = native.setProfiling(true);
+  native.opProfile(true);
+  try {
+    const seconds = await time(fn);
+    const ops = Object.entries(native.opProfile(true))
+      .map(([op, v]) => ({ op, ...v }))
+      .sort((a, b) => b.seconds - a.seconds);
+    return { weights, test, tokens, seconds, ops };
+  } finally {
+    native.setProfiling(was);
+  }
 }
 
 /** Mean selected fraction over the SALs since the last reset (undefined without SALs); resets. */
@@ -99,6 +136,7 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
   const repeats = Math.max(1, o.repeats ?? 3);
   const dtypes = o.dtypes ?? ['f32', 'bf16'];
   const log = o.log ?? (() => {});
+  const profiles: OpProfile[] = [];
   const cfg = getPreset(preset);
   const dir = join(o.cacheDir ?? join(tmpdir(), 'taipan-bench'), `${preset}-f32-seed0`);
   if (!existsSync(join(dir, 'model.safetensors'))) {
@@ -171,12 +209,15 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
         const selection = sel.length ? sel.reduce((a, x) => a + x, 0) / sel.length : undefined;
         return record(model, dtype, `decode after ${ctx}`, decodeTokens, median(runs[c]!), selection);
       });
-      if (bandwidthBefore === undefined) continue;
-      const readBandwidth = Math.max(bandwidthBefore, await addon().cpuReadBandwidth(256));
-      const bytesPerToken = decodeBytesPerToken(cfg, dtype, model);
-      for (const row of decodeRows) Object.assign(row, { bytesPerToken, readBandwidth });
-      log(`  ${dtype} read bandwidth ${(readBandwidth / 1e9).toFixed(1)} GB/s, ${(bytesPerToken / 1e6).toFixed(0)} MB per decode token: at most ${(readBandwidth / bytesPerToken).toFixed(1)} tok/s`);
+      if (bandwidthBefore !== undefined) {
+        const readBandwidth = Math.max(bandwidthBefore, await addon().cpuReadBandwidth(256));
+        const bytesPerToken = decodeBytesPerToken(cfg, dtype, model);
+        for (const row of decodeRows) Object.assign(row, { bytesPerToken, readBandwidth });
+        log(`  ${dtype} read bandwidth ${(readBandwidth / 1e9).toFixed(1)} GB/s, ${(bytesPerToken / 1e6).toFixed(0)} MB per decode token: at most ${(readBandwidth / bytesPerToken).toFixed(1)} tok/s`);
+      }
+      if (o.profile) profiles.push(...(await profileModel(model, dtype, Math.max(...prompts), decodeTokens, randomIds)));
     } finally {
+
       model.dispose();
     }
   }
@@ -189,7 +230,29 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
     path: info.cpu.path,
     repeats,
     rows,
+    ...(o.profile ? { profiles } : {}),
   };
+}
+
+/** One profiled prefill of `promptLength` random tokens, then `decodeTokens` profiled steps. */
+async function profileModel(
+  model: TaipanModel,
+  weights: string,
+  promptLength: number,
+  decodeTokens: number,
+  randomIds: (n: number, seed: number) => number[],
+): Promise<OpProfile[]> {
+  const s = model.createState();
+  try {
+    const ids = randomIds(promptLength, 11);
+    const prefill = await profileOps(weights, `prefill ${promptLength}`, promptLength, () => model.prefill(ids, { states: [s] }));
+    const decode = await profileOps(weights, `decode ${decodeTokens}`, decodeTokens, async () => {
+      for (let i = 0; i < decodeTokens; i++) await model.step([(i * 31 + 1) % model.config.vocab_size], [s]);
+    });
+    return [prefill, decode];
+  } finally {
+    s.dispose();
+  }
 }
 
 export function formatCpuBenchmark(r: CpuBenchResult): string {
@@ -214,5 +277,25 @@ export function formatCpuBenchmark(r: CpuBenchResult): string {
         .join(', ')}, the CPU threads' read bandwidth measured in this run).`,
     );
   }
+  for (const p of r.profiles ?? []) lines.push('', formatOpProfile(p));
   return lines.join('\n');
+}
+
+/**
+ * A profile as a table: each op's share of the run's wall time, its time per token and its
+ * calls in the run, then what lay between the ops (JavaScript, the hop to the worker thread,
+ * copying logits out).
+ */
+export function formatOpProfile(p: OpProfile): string {
+  const msPerToken = (seconds: number) => ((seconds * 1000) / p.tokens).toFixed(3);
+  const share = (seconds: number) => `${((100 * seconds) / p.seconds).toFixed(1)}%`;
+  const between = Math.max(0, p.seconds - p.ops.reduce((a, x) => a + x.seconds, 0));
+  return [
+    `Profile, ${p.weights} ${p.test}: ${((p.seconds * 1000) / p.tokens).toFixed(2)} ms/token with every op timed`,
+    '',
+    '| op | share | ms/token | calls |',
+    '|---|---:|---:|---:|',
+    ...p.ops.map((x) => `| ${x.op} | ${share(x.seconds)} | ${msPerToken(x.seconds)} | ${x.calls} |`),
+    `| (between ops) | ${share(between)} | ${msPerToken(between)} | - |`,
+  ].join('\n');
 }
