@@ -7,6 +7,8 @@
 //   /tmp/ssd_check            # checks, then the timing table
 //   /tmp/ssd_check --check    # checks only
 //   /tmp/ssd_check --bench    # timing only
+//   (ssd_step "cold": 16 MB of other memory is read between calls, as in a decode step, so the
+//   state comes from DRAM; compare builds by their best, alternating A B B A)
 //
 // Checks ssd_scan and ssd_step against a float64 run of the literal recurrence
 //   S_t = exp(dt_t A) S_{t-1} + dt_t x_t B_t^T,  y_t = S_t C_t + D x_t
@@ -368,6 +370,35 @@ void run_bench() {
                       layers == 1 ? "hot" : "24 layers", threads);
         std::printf("%-44s %10.4f %10.4f %12s\n", name, best / iters, med / iters, "");
       }
+    // "cold": as in a decode step, 16 MB of other memory (a GEMV's weights) is read between two
+    // calls, so each call finds its layer's state in DRAM. Only the calls are timed.
+    {
+      SsdDims d{1, 1, H, P, G, N, 256};
+      Inputs in = make_inputs(d, 7, false, false);
+      std::vector<std::vector<float>> states(24, in.state);
+      std::vector<float> y(size_t(H * P)), other(size_t(4) << 20, 1.f);
+      volatile float sink = 0;
+      std::vector<double> per_call;
+      for (int round = 0; round < 10; round++) {
+        double total = 0;
+        for (auto& st : states) {
+          pool.parallel_for(int64_t(other.size()), [&](int64_t b, int64_t e, int) {
+            float acc = 0;
+            for (int64_t i = b; i < e; i += 16) acc += other[size_t(i)];
+            sink = sink + acc;
+          });
+          const double t0 = now_ms();
+          ssd_step(pool, d, in.x(), in.ld, in.Bm(), in.ld, in.Cm(), in.ld, in.dt_raw.data(),
+                   in.lddt, in.dt_bias.data(), in.A_log.data(), in.D.data(), st.data(), y.data());
+          total += now_ms() - t0;
+        }
+        per_call.push_back(total / double(states.size()));
+      }
+      std::sort(per_call.begin(), per_call.end());
+      char name[96];
+      std::snprintf(name, sizeof name, "ssd_step B=1 24 layers cold %d thr (per call)", threads);
+      std::printf("%-44s %10.4f %10.4f %12s\n", name, per_call.front(), per_call[per_call.size() / 2], "");
+    }
   }
 }
 
