@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "cold_cache.h"
 #include "cpu/kernels.h"
 
 using namespace taipan::cpu;
@@ -376,17 +377,13 @@ void run_bench() {
       SsdDims d{1, 1, H, P, G, N, 256};
       Inputs in = make_inputs(d, 7, false, false);
       std::vector<std::vector<float>> states(24, in.state);
-      std::vector<float> y(size_t(H * P)), other(size_t(4) << 20, 1.f);
-      volatile float sink = 0;
+      std::vector<float> y(size_t(H * P));
+      CacheEvictor evict;
       std::vector<double> per_call;
       for (int round = 0; round < 10; round++) {
         double total = 0;
         for (auto& st : states) {
-          pool.parallel_for(int64_t(other.size()), [&](int64_t b, int64_t e, int) {
-            float acc = 0;
-            for (int64_t i = b; i < e; i += 16) acc += other[size_t(i)];
-            sink = sink + acc;
-          });
+          evict(pool);
           const double t0 = now_ms();
           ssd_step(pool, d, in.x(), in.ld, in.Bm(), in.ld, in.Cm(), in.ld, in.dt_raw.data(),
                    in.lddt, in.dt_bias.data(), in.A_log.data(), in.D.data(), st.data(), y.data());

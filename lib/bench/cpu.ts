@@ -217,7 +217,6 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
       }
       if (o.profile) profiles.push(...(await profileModel(model, dtype, Math.max(...prompts), decodeTokens, randomIds)));
     } finally {
-
       model.dispose();
     }
   }
