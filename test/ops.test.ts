@@ -167,6 +167,23 @@ for (const path of cpuPaths) {
           });
         }
       }
+      // The decode kernel has unrolled versions for K = 2, 3, 4 and a general one (K = 5); C = 300
+      // spans three 128-channel blocks with a tail, and x is a strided view as in the model.
+      for (const [B, C, K] of [[1, 300, 4], [2, 300, 3], [3, 130, 2], [2, 9, 5]]) {
+        it(`conv1d_update B=${B} C=${C} K=${K} == the reference with L = 1`, () => {
+          const x = rand(B! * C!);
+          const w = rand(C! * K!);
+          const bias = rand(C!);
+          const st = rand(B! * C! * (K! - 1));
+          const stT = t(st, [B!, C!, K! - 1]);
+          const o = out([B!, C!]);
+          ops.conv1dUpdate(strided(x, B!, C!, C! + 6, 2), t(w, [C!, K!]), t(bias, [C!]), o, stT);
+          ops.syncBlocking();
+          const want = ref.conv1dSilu(x, w, bias, B!, 1, C!, K!, st);
+          expect(relError(read(o), want.out)).toBeLessThan(1e-5);
+          expect(relError(read(stT), want.stateOut)).toBe(0);
+        });
+      }
       it('per-sequence state list == batched state tensor', () => {
         const [B, L, C, K] = [3, 6, 24, 4];
         const x = rand(B * L * C);

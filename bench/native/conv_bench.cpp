@@ -8,9 +8,10 @@
 //   /tmp/conv_bench
 //
 // Prefill: conv1d_silu over L tokens, best and median of 100 calls on 2 threads.
-// Decode: conv1d_update of one token for each of 24 layers' states and weights, with 16 MB
+// Decode: conv1d_update of one token for each of 24 layers' states and weights, with 64 MB
 // read between calls (a decode step streams megabytes of weights between two visits of a
-// layer, so its taps and state are cold); per-call best and median of 10 rounds.
+// layer, so its taps and state are cold), and the same layer again and again (hot); per-call
+// best and median of 10 rounds.
 // On a shared machine other processes inflate the medians; compare bests, and alternate
 // builds (A B B A) when comparing two.
 #include <algorithm>
@@ -52,7 +53,10 @@ void bench_prefill(ThreadPool& pool, int64_t L) {
   report(name, ts);
 }
 
-void bench_decode(ThreadPool& pool) {
+// cold: 64 MB read between calls, as in a decode step. hot: one layer again and again, its
+// data in L1/L2, which shows the kernel's own cost (the model sits in between: part of a
+// layer's taps and state is still in the L3 when the next token comes).
+void bench_decode(ThreadPool& pool, bool cold) {
   const int layers = 24;
   std::vector<std::vector<float>> w(layers, std::vector<float>(kC * kK, 0.1f));
   std::vector<std::vector<float>> st(layers, std::vector<float>(kC * (kK - 1), 0.2f));
@@ -62,15 +66,15 @@ void bench_decode(ThreadPool& pool) {
   for (int r = 0; r < 10; r++) {
     double total = 0;
     for (int l = 0; l < layers; l++) {
-      evict(pool);
-      float* s = st[size_t(l)].data();
+      if (cold) evict(pool);
+      float* s = st[size_t(cold ? l : 0)].data();
       const auto t0 = Clock::now();
-      conv1d_update(pool, 1, kC, kK, x.data(), kLd, w[size_t(l)].data(), bias.data(), &s, out.data());
+      conv1d_update(pool, 1, kC, kK, x.data(), kLd, w[size_t(cold ? l : 0)].data(), bias.data(), &s, out.data());
       total += ms_since(t0);
     }
     ts.push_back(total / layers);
   }
-  report("conv1d_update, cold (per call)", ts);
+  report(cold ? "conv1d_update, cold (per call)" : "conv1d_update, hot (per call)", ts);
 }
 
 }  // namespace
@@ -79,6 +83,7 @@ int main() {
   ThreadPool pool(2);
   std::printf("%-34s %10s %10s\n", "case (2 threads)", "best ms", "median ms");
   for (int64_t L : {512, 2048}) bench_prefill(pool, L);
-  bench_decode(pool);
+  bench_decode(pool, false);
+  bench_decode(pool, true);
   return 0;
 }

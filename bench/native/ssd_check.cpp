@@ -7,7 +7,7 @@
 //   /tmp/ssd_check            # checks, then the timing table
 //   /tmp/ssd_check --check    # checks only
 //   /tmp/ssd_check --bench    # timing only
-//   (ssd_step "cold": 16 MB of other memory is read between calls, as in a decode step, so the
+//   (ssd_step "cold": 64 MB of other memory is read between calls, as in a decode step, so the
 //   state comes from DRAM; compare builds by their best, alternating A B B A)
 //
 // Checks ssd_scan and ssd_step against a float64 run of the literal recurrence
@@ -371,7 +371,7 @@ void run_bench() {
                       layers == 1 ? "hot" : "24 layers", threads);
         std::printf("%-44s %10.4f %10.4f %12s\n", name, best / iters, med / iters, "");
       }
-    // "cold": as in a decode step, 16 MB of other memory (a GEMV's weights) is read between two
+    // "cold": as in a decode step, 64 MB of other memory (a GEMV's weights) is read between two
     // calls, so each call finds its layer's state in DRAM. Only the calls are timed.
     {
       SsdDims d{1, 1, H, P, G, N, 256};

@@ -120,31 +120,43 @@ void conv1d_silu(ThreadPool& pool, int64_t B, int64_t L, int64_t C, int64_t K, c
   });
 }
 
+// Decode, channels [c0, c1) of one sequence: each channel's K taps and K-1 state values are
+// adjacent in memory, so a channel is a short contiguous dot product. KK is K when it is known
+// at compile time (0 otherwise): with the tap loops unrolled, the channels' independent
+// chains overlap instead of each paying a loop of K-dependent trip counts.
+template <int KK>
+void update_channels(int64_t K_, int64_t c0, int64_t c1, const float* x, const float* w, const float* bias,
+                     float* st, float* out) {
+  const int64_t K = KK > 0 ? KK : K_;
+  for (int64_t c = c0; c < c1; c++) {
+    const float* wc = w + c * K;
+    float* s = st + c * (K - 1);
+    float xin = x[c];
+    float acc = (bias ? bias[c] : 0.0f) + wc[K - 1] * xin;
+    for (int64_t k = 0; k < K - 1; k++) acc += wc[k] * s[k];
+    for (int64_t k = 0; k + 1 < K - 1; k++) s[k] = s[k + 1];  // shift the window by one
+    if (K > 1) s[K - 2] = xin;
+    out[c] = acc;
+  }
+}
+
 // Decode: one token per sequence. The prefill kernel would gather taps and state across 8
 // channels per vector for a single token, which costs more than the arithmetic; here each
-// channel is a short contiguous dot product (its K taps and its K-1 state values are adjacent
-// in memory), and SiLU runs vectorised over the block afterwards.
+// channel is its own dot product, and SiLU runs vectorised over the block afterwards.
 void conv1d_update(ThreadPool& pool, int64_t B, int64_t C, int64_t K, const float* x, int64_t ldx,
                    const float* w, const float* bias, float* const* states, float* out) {
   bool vec = use_avx2();
+  auto channels = K == 4   ? update_channels<4>
+                  : K == 3 ? update_channels<3>
+                  : K == 2 ? update_channels<2>
+                           : update_channels<0>;
   // Blocks of 128 channels handed out one at a time (the mamba2-130m layer has 14).
   const int64_t block = 128;
   int64_t nblocks = (C + block - 1) / block;
   pool.parallel_tasks(B * nblocks, [&](int64_t i, int) {
     int64_t b = i / nblocks, c0 = (i % nblocks) * block, c1 = std::min(C, c0 + block);
-    float* st = states[b];
-    const float* xb = x + b * ldx;
     float* ob = out + b * C;
-    for (int64_t c = c0; c < c1; c++) {
-      const float* wc = w + c * K;
-      float* s = st + c * (K - 1);
-      float xin = xb[c];
-      float acc = (bias ? bias[c] : 0.0f) + wc[K - 1] * xin;
-      for (int64_t k = 0; k < K - 1; k++) acc += wc[k] * s[k];
-      for (int64_t k = 0; k + 1 < K - 1; k++) s[k] = s[k + 1];  // shift the window by one
-      if (K > 1) s[K - 2] = xin;
-      ob[c] = acc;
-    }
+    channels(K, c0, c1, x + b * ldx, w, bias, states[b], ob);
     if (vec) silu_inplace_avx2(ob + c0, c1 - c0);
     else for (int64_t c = c0; c < c1; c++) ob[c] = silu_scalar(ob[c]);
   });
