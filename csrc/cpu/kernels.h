@@ -73,7 +73,9 @@ struct SsdDims {
   int64_t P;      // head dim
   int64_t G;      // groups (head h uses group h / (H / G))
   int64_t N;      // state dim
-  int64_t chunk;  // chunk length for the chunked algorithm (256 by default)
+  int64_t chunk;  // chunk length for the chunked algorithm (the model's chunk_size, 256)
+  // The longest chunk ssd_scan runs: a longer `chunk` is cut down to it (see ssd.cpp).
+  int64_t max_chunk = 64;
 };
 // Token (b, t) is row b*L + t. x: H*P values at x + row*ldx (head-major h*P + p).
 // Bm, Cm: G*N values at Bm + row*ldb, Cm + row*ldc (group-major g*N + n).

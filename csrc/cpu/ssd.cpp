@@ -466,7 +466,14 @@ void ssd_scan(ThreadPool& pool, const SsdDims& dims, const float* x, int64_t ldx
     for (int64_t i = 0; i < Bn * H * P * N; i++) state_out[i] = state_in ? state_in[i] : 0.f;
     return;
   }
-  const int64_t Q = std::min(std::max<int64_t>(dims.chunk, 1), L);  // tokens per chunk
+  // Tokens per chunk: the model's chunk_size, but at most dims.max_chunk (64). The chunked
+  // algorithm equals the recurrence for any chunk length, and on the CPU a shorter chunk is
+  // cheaper: the intra-chunk product costs Q*P/2 multiply-adds per token and head, growing
+  // with the chunk Q, while the chunk state and the inter-chunk output cost N*P each whatever
+  // Q is. At the mamba2-130m shape 64 instead of 256 removes a quarter of the arithmetic; in
+  // the model the scan took about 20% less time, and 64 also beat 32 and 128. (The CUDA scan
+  // keeps the model's chunk: there a chunk is the unit of parallel work.)
+  const int64_t Q = std::min({std::max<int64_t>(dims.chunk, 1), std::max<int64_t>(dims.max_chunk, 1), L});
   const int64_t nchunks = (L + Q - 1) / Q;
   const int64_t heads_per_group = H / G;
   const int64_t ldq = round_up(Q, 8);  // row length of C B^T, B^T and the decay matrix
