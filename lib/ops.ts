@@ -55,7 +55,11 @@ export class Ops {
     this.stream.run('conv1d_update', { x, weight, bias, out, state });
   }
 
-  /** Chunked SSD scan over `batch` sequences of equal length, carrying `state`. */
+  /**
+   * Chunked SSD scan over `batch` sequences of equal length, carrying `state`. `chunk` is the
+   * model's chunk_size; the CPU backend runs chunks of at most 64 tokens (cheaper there, and the
+   * result is the same recurrence), the CUDA backend runs `chunk` as given.
+   */
   ssdScan(a: SsdTensors, out: T, p: { batch: number; groups: number; chunk: number }, state?: StateArg): void {
     this.stream.run('ssd_scan', { ...a, out, state }, p);
   }
