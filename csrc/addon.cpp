@@ -1,4 +1,8 @@
 // Module entry: tensors, streams, the op list, thread control and backend information.
+#include <functional>
+#include <string>
+#include <utility>
+
 #include <napi.h>
 
 #include "../cuda/cuda_backend.h"
@@ -90,41 +94,61 @@ Napi::Value OpProfile(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// cpuReadBandwidth(mib): a promise of the bytes/s at which the CPU threads read a buffer of
-// `mib` MiB (best of 5 passes; see cpu/bandwidth.cpp). Runs off the event loop.
-class BandwidthWorker : public Napi::AsyncWorker {
+// A promise of one machine measurement (cpuReadBandwidth, cpuFmaPeak), taken off the event
+// loop on a libuv worker thread.
+class MeasureWorker : public Napi::AsyncWorker {
  public:
-  BandwidthWorker(Napi::Env env, int64_t floats)
-      : Napi::AsyncWorker(env, "taipan.bandwidth"), floats_(floats), deferred_(Napi::Promise::Deferred::New(env)) {}
+  MeasureWorker(Napi::Env env, const char* name, std::function<double()> measure)
+      : Napi::AsyncWorker(env, name),
+        name_(name),
+        measure_(std::move(measure)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
-      auto t = Tensor::empty({floats_}, DType::F32, Device::CPU);
-      float* x = t->ptr<float>();
-      for (int64_t i = 0; i < floats_; i++) x[i] = float(i % 1024) * (1.0f / 1024);  // touch every page
-      bytes_per_s_ = cpu::read_bandwidth(cpu::ThreadPool::global(), x, floats_, 5);
+      value_ = measure_();
     } catch (const std::exception& e) {
-      SetError(std::string("cpuReadBandwidth: ") + e.what());
+      SetError(name_ + ": " + e.what());
     }
   }
-  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), bytes_per_s_)); }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), value_)); }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
-  int64_t floats_;
-  double bytes_per_s_ = 0;
+  std::string name_;
+  std::function<double()> measure_;
+  double value_ = 0;
   Napi::Promise::Deferred deferred_;
 };
 
+Napi::Value queue_measure(Napi::Env env, const char* name, std::function<double()> measure) {
+  auto* w = new MeasureWorker(env, name, std::move(measure));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// cpuReadBandwidth(mib): a promise of the bytes/s at which the CPU threads read a buffer of
+// `mib` MiB (best of 5 passes; see cpu/bandwidth.cpp).
 Napi::Value CpuReadBandwidth(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const double mib = info[0].IsUndefined() ? 256 : info[0].ToNumber().DoubleValue();
   if (!(mib >= 1 && mib <= 16384) || mib != double(int64_t(mib)))
     throw Napi::RangeError::New(env, "cpuReadBandwidth(mib): mib must be an integer from 1 to 16384");
-  auto* w = new BandwidthWorker(env, int64_t(mib) * (1 << 20) / int64_t(sizeof(float)));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  const int64_t floats = int64_t(mib) * (1 << 20) / int64_t(sizeof(float));
+  return queue_measure(env, "cpuReadBandwidth", [floats] {
+    auto t = Tensor::empty({floats}, DType::F32, Device::CPU);
+    float* x = t->ptr<float>();
+    for (int64_t i = 0; i < floats; i++) x[i] = float(i % 1024) * (1.0f / 1024);  // touch every page
+    return cpu::read_bandwidth(cpu::ThreadPool::global(), x, floats, 5);
+  });
+}
+
+// cpuFmaPeak(): a promise of the fp32 FLOP/s of the CPU threads' fused multiply-adds (best of
+// 5 runs of a few ms; see cpu/fma_peak.cpp).
+Napi::Value CpuFmaPeak(const Napi::CallbackInfo& info) {
+  return queue_measure(info.Env(), "cpuFmaPeak",
+                       [] { return cpu::fma_peak(cpu::ThreadPool::global(), int64_t(1) << 21, 5); });
 }
 
 }  // namespace
@@ -148,6 +172,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setProfiling", Napi::Function::New(env, SetProfiling, "setProfiling"));
   exports.Set("opProfile", Napi::Function::New(env, OpProfile, "opProfile"));
   exports.Set("cpuReadBandwidth", Napi::Function::New(env, CpuReadBandwidth, "cpuReadBandwidth"));
+  exports.Set("cpuFmaPeak", Napi::Function::New(env, CpuFmaPeak, "cpuFmaPeak"));
   return exports;
 }
 

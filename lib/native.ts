@@ -108,6 +108,8 @@ export interface NativeAddon {
   opProfile(reset?: boolean): Record<string, { calls: number; seconds: number }>;
   /** Bytes/s at which the CPU threads read a `mib` MiB buffer (default 256), as decode reads weights. */
   cpuReadBandwidth(mib?: number): Promise<number>;
+  /** fp32 FLOP/s of the CPU threads' fused multiply-adds (a multiply-add counts 2), as prefill computes. */
+  cpuFmaPeak(): Promise<number>;
   /** Process-wide counters of the CUDA graph path: captures made, graph launches, fallbacks to op-by-op. */
   cudaGraphStats(): { captures: number; launches: number; fallbacks: number; lastFallback: string };
 }

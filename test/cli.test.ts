@@ -5,7 +5,8 @@ import { main } from '../lib/cli.js';
 import { runCli } from './helpers/cli.js';
 import { tempDir, smallMamba2Config } from './helpers/models.js';
 import { createRandomModel } from '../lib/models/random.js';
-import { formatCpuBenchmark, formatOpProfile, profileOps, rooflineTokensPerSecond, type CpuBenchResult } from '../lib/bench/cpu.js';
+import { formatCpuBenchmark, formatOpProfile, prefillFlopsPerToken, profileOps, rooflineTokensPerSecond, type CpuBenchResult } from '../lib/bench/cpu.js';
+import { getPreset } from '../lib/config.js';
 import { Mamba2Model } from '../lib/models/mamba2.js';
 import { addon } from '../lib/native.js';
 
@@ -44,24 +45,43 @@ describe('taipan CLI', () => {
     }
   });
 
-  it('bench tables give each decode row its share of the measured roofline', () => {
+  it('bench tables give each row its share of the measured roofline', () => {
     const decode = { weights: 'bf16', tokensPerSecond: 50, msPerToken: 20, bytesPerToken: 250e6, readBandwidth: 20e9 };
     const result: CpuBenchResult = {
       date: '2026-11-23', preset: 'mamba2-130m', parameters: 129e6, threads: 2, cpu: 'test', path: 'avx2', repeats: 3,
       rows: [
-        { weights: 'bf16', test: 'prefill 512', tokensPerSecond: 600, msPerToken: 1.67 },
+        { weights: 'bf16', test: 'prefill 512', tokensPerSecond: 600, msPerToken: 1.67, flopsPerToken: 200e6, fmaPeak: 160e9 },
+        { weights: 'bf16', test: 'prefill 2048', tokensPerSecond: 700, msPerToken: 1.43 },
         { ...decode, test: 'decode after 16' },
         { ...decode, test: 'decode after 2048', tokensPerSecond: 60, msPerToken: 16.7 },
       ],
     };
-    expect(rooflineTokensPerSecond(result.rows[0]!)).toBeUndefined();
-    expect(rooflineTokensPerSecond(result.rows[1]!)).toBeCloseTo(80);
+    expect(rooflineTokensPerSecond(result.rows[0]!)).toBeCloseTo(800);
+    expect(rooflineTokensPerSecond(result.rows[1]!)).toBeUndefined();
+    expect(rooflineTokensPerSecond(result.rows[2]!)).toBeCloseTo(80);
     const table = formatCpuBenchmark(result);
-    expect(table).toContain('| bf16 | prefill 512 | 600.0 | 1.67 | - | - |');
+    expect(table).toContain('| bf16 | prefill 512 | 600.0 | 1.67 | - | 75% of 800.0 |');
+    expect(table).toContain('| bf16 | prefill 2048 | 700.0 | 1.43 | - | - |');
     expect(table).toContain('| bf16 | decode after 16 | 50.0 | 20.00 | - | 63% of 80.0 |');
     expect(table).toContain('| bf16 | decode after 2048 | 60.0 | 16.70 | - | 75% of 80.0 |');
+    expect(table).toMatch(/prefill 512 200 MFLOP\), at the CPU threads' FMA peak measured in this run \(bf16 160\.0 GFLOP\/s\)/);
     expect(table).toMatch(/bf16 250 MB at 20\.0 GB\/s/);
     expect(table.match(/bf16 250 MB/g)).toHaveLength(1); // one entry per weight dtype
+  });
+
+  it('prefill FLOPs per token: the projections, the conv, the scan in chunks of 64 and the LM head once', () => {
+    // mamba2-130m by hand, per layer: in_proj 768 x 3352, conv 1792 channels x 4 taps, the scan
+    // (24 heads x (Q/2 x 64 intra-chunk + 2 x 128 x 64 state and output) + Q/2 x 128 for C B^T),
+    // out_proj 1536 x 768; the LM head 768 x 50288 for the last position only.
+    const cfg = getPreset('mamba2-130m');
+    const byHand = (L: number, Q: number) =>
+      2 * (24 * (768 * 3352 + 1792 * 4 + 24 * ((Q / 2) * 64 + 2 * 128 * 64) + (Q / 2) * 128 + 1536 * 768) + (768 * 50288) / L);
+    expect(prefillFlopsPerToken(cfg, 2048)).toBe(byHand(2048, 64));
+    expect(prefillFlopsPerToken(cfg, 16)).toBe(byHand(16, 16)); // a prompt shorter than a chunk
+    expect(prefillFlopsPerToken(cfg, 2048)! / 1e6).toBeCloseTo(202.0, 1);
+    // Only pure Mamba-2 models: other layers' work is not counted.
+    expect(prefillFlopsPerToken(getPreset('taipan-190m'), 512)).toBeUndefined();
+    expect(prefillFlopsPerToken(getPreset('transformer-190m'), 512)).toBeUndefined();
   });
 
   it('bench --profile: the ops a prefill and a decode step ran, with their calls, as a table', async () => {

@@ -147,6 +147,14 @@ describe('backends', () => {
       expect(() => addon().cpuReadBandwidth(bad)).toThrow(/mib must be an integer from 1 to 16384/);
   });
 
+  it('measures the CPU FMA peak off the event loop', async () => {
+    const pending = addon().cpuFmaPeak();
+    expect(pending).toBeInstanceOf(Promise);
+    const flops = await pending;
+    expect(Number.isFinite(flops)).toBe(true);
+    expect(flops).toBeGreaterThan(1e8); // any machine multiplies and adds faster than 100 MFLOP/s
+  });
+
   it('honours TAIPAN_BACKEND', () => {
     const old = process.env.TAIPAN_BACKEND;
     try {

@@ -1,55 +1,25 @@
 // The FMA peak of this machine's cores: the ceiling for the prefill GEMM and the SSD scan,
-// which are compute bound. Every thread runs 12 independent chains of 8-wide fused
-// multiply-adds (enough to cover the FMA latency on both of Zen 3's FMA pipes).
+// which are compute bound. Runs the addon's probe (csrc/cpu/fma_peak.cpp, also behind
+// `addon().cpuFmaPeak()` and the prefill roofline of `taipan bench`) on 1 and 2 threads.
 //
 // Build and run (from the repository root):
-//   g++ -O3 -pthread bench/native/fma_peak.cpp -o /tmp/fma_peak && /tmp/fma_peak [threads]
+//   g++ -O3 -std=c++17 -pthread -Icsrc csrc/cpu/fma_peak.cpp csrc/cpu/thread_pool.cpp
+//       csrc/cpu/cpu_features.cpp bench/native/fma_peak.cpp -o /tmp/fma_peak   (one line)
+//   /tmp/fma_peak
 //
-// On the 2-core Zen 3 VM (2026-11-23), 2 threads: 173-185 GFLOP/s in a fast spell, 145-153 in
+// On the 2-core Zen 3 VM (2026-11-23), 2 threads: 173-201 GFLOP/s in fast spells, 145-153 in
 // a slow one (the VM's clock and neighbours move it by ~20% within minutes).
-#include <immintrin.h>
-
-#include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <thread>
-#include <vector>
 
-namespace {
+#include "cpu/kernels.h"
+#include "cpu/thread_pool.h"
 
-constexpr int kChains = 12;
-
-__attribute__((target("avx2,fma"))) float fma_chains(long steps) {
-  __m256 acc[kChains];
-  for (int i = 0; i < kChains; i++) acc[i] = _mm256_set1_ps(0.001f * float(i));
-  const __m256 m = _mm256_set1_ps(0.9999f), b = _mm256_set1_ps(0.0001f);
-  for (long s = 0; s < steps; s++)
-#pragma GCC unroll 12
-    for (int i = 0; i < kChains; i++) acc[i] = _mm256_fmadd_ps(acc[i], m, b);
-  __m256 t = acc[0];
-  for (int i = 1; i < kChains; i++) t = _mm256_add_ps(t, acc[i]);
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, t);
-  return lanes[0];  // returned so that the chains are not optimised away
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
-  const long steps = 50'000'000;
-  for (int round = 0; round < 5; round++) {
-    std::vector<float> sums(static_cast<size_t>(threads), 0.f);
-    const auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; t++)
-      pool.emplace_back([&, t] { sums[static_cast<size_t>(t)] = fma_chains(steps); });
-    for (auto& th : pool) th.join();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double flops = 2.0 * 8 * kChains * double(steps) * threads;
-    volatile float sink = sums[0];  // the chains' results must look used
-    (void)sink;
-    std::printf("%d threads: %.1f GFLOP/s\n", threads, flops / s / 1e9);
+int main() {
+  for (int threads : {1, 2}) {
+    taipan::cpu::ThreadPool pool(threads);
+    for (int round = 0; round < 3; round++)
+      std::printf("%d thread%s: %.1f GFLOP/s\n", threads, threads == 1 ? "" : "s",
+                  taipan::cpu::fma_peak(pool, int64_t(1) << 22, 5) / 1e9);
   }
   return 0;
 }

@@ -37,6 +37,11 @@ void gemm(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x, int
 // the decode GEMV's access pattern. x should be far larger than the caches.
 double read_bandwidth(ThreadPool& pool, const float* x, int64_t n, int rounds);
 
+// ---- FMA peak (fma_peak.cpp) ----------------------------------------------------------------
+// fp32 FLOP/s (a multiply-add counts 2) of the pool's threads each running `steps` steps of
+// independent FMA chains (best of `rounds`), with the kernels' instruction set (AVX2 or not).
+double fma_peak(ThreadPool& pool, int64_t steps, int rounds);
+
 // ---- Embedding (embedding.cpp) ------------------------------------------------------------
 // out[i, :] = E[ids[i], :] as fp32. ids were bounds-checked by the caller.
 void embedding(ThreadPool& pool, const int32_t* ids, int64_t n, const void* E, DType edt,

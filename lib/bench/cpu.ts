@@ -6,11 +6,13 @@
 // awaited calls (the work runs off the JavaScript thread on the CPU pool); each figure is the
 // median of `repeats` runs after one warm-up run.
 //
-// Decode rows of Mamba-2 models also carry their roofline. A decode step must read every
-// weight once and read and write the sequence's state, so it cannot beat (read bandwidth) /
-// (those bytes). The read bandwidth is measured in the same run, before and after the decode
-// runs (the better of the two counts): on a shared VM it moves by tens of percent within
-// minutes, so a figure from another hour would say little.
+// Rows of Mamba-2 models also carry their roofline. A decode step must read every weight once
+// and read and write the sequence's state, so it cannot beat (read bandwidth) / (those bytes).
+// A prefill token must do the multiply-adds of the projections, the conv and the chunked scan
+// (prefillFlopsPerToken), so prefill cannot beat (FMA peak) / (those FLOPs). Bandwidth and
+// peak are measured in the same run, before and after the runs they bound (the better of the
+// two counts): on a shared VM both move by tens of percent within minutes, so a figure from
+// another hour would say little.
 //
 // With `profile`, one more prefill (the longest prompt) and one more decode run per dtype go
 // through the addon's op profiler, and the result says where their time went, op by op.
@@ -61,6 +63,10 @@ export interface CpuBenchRow {
   bytesPerToken?: number;
   /** Decode: the CPU threads' read bandwidth measured around this dtype's decode runs, bytes/s. */
   readBandwidth?: number;
+  /** Prefill: FLOPs a token needs (prefillFlopsPerToken). */
+  flopsPerToken?: number;
+  /** Prefill: the CPU threads' FMA peak measured around this dtype's prefill runs, FLOP/s. */
+  fmaPeak?: number;
 }
 
 /**
@@ -74,9 +80,36 @@ export function decodeBytesPerToken(cfg: ModelConfig, dtype: DTypeName, model: P
   return countParameters(cfg) * dtypeBytes(dtype) + 2 * stateBytes;
 }
 
-/** The decode speed that reading `bytesPerToken` at `readBandwidth` allows. */
+/**
+ * The FLOPs (a multiply-add counts 2) per token of a prefill of `promptLength` tokens of a pure
+ * Mamba-2 model on the CPU: per layer the in_proj and out_proj GEMMs, the depthwise conv, and
+ * the chunked SSD scan as the CPU runs it (chunks of at most 64 tokens, see csrc/cpu/ssd.cpp:
+ * the causal intra-chunk product, the chunk state, the inter-chunk output, and C B^T per
+ * group), plus the LM head for the last position only. Norms and element-wise work are left
+ * out (a few FLOPs per value). Undefined for models with other layers.
+ */
+export function prefillFlopsPerToken(cfg: ModelConfig, promptLength: number): number | undefined {
+  if (!cfg.ssm || !cfg.layer_types.every((t) => t === 'mamba2')) return undefined;
+  const d = cfg.d_model;
+  const { d_state: N, headdim: P, ngroups: G, d_conv: K } = cfg.ssm;
+  const Q = Math.min(64, cfg.ssm.chunk_size, promptLength);
+  const perLayer =
+    d * cfg.d_in_proj + // in_proj
+    cfg.conv_dim * K + // conv
+    cfg.nheads * ((Q / 2) * P + 2 * N * P) + // scan: intra-chunk, chunk state, inter-chunk output
+    G * (Q / 2) * N + // scan: C B^T, shared by a group's heads
+    cfg.d_inner * d; // out_proj
+  return 2 * (cfg.n_layer * perLayer + (d * cfg.vocab_padded) / promptLength);
+}
+
+/**
+ * The speed a row's roofline allows: decode, reading `bytesPerToken` at `readBandwidth`;
+ * prefill, computing `flopsPerToken` at `fmaPeak`.
+ */
 export function rooflineTokensPerSecond(row: CpuBenchRow): number | undefined {
-  return row.bytesPerToken && row.readBandwidth ? row.readBandwidth / row.bytesPerToken : undefined;
+  if (row.bytesPerToken && row.readBandwidth) return row.readBandwidth / row.bytesPerToken;
+  if (row.flopsPerToken && row.fmaPeak) return row.fmaPeak / row.flopsPerToken;
+  return undefined;
 }
 
 export interface CpuBenchResult {
@@ -164,6 +197,9 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
     // Weights are converted at load, so f32 and bf16 runs read the same random model.
     const model = await TaipanModel.load(dir, { backend: 'cpu', weightDtype: dtype });
     try {
+      const pureMamba2 = prefillFlopsPerToken(cfg, 1) !== undefined;
+      const peakBefore = pureMamba2 ? await addon().cpuFmaPeak() : undefined;
+      const prefillRows: CpuBenchRow[] = [];
       for (const L of prompts) {
         const ids = randomIds(L, L);
         const runs: number[] = [];
@@ -173,7 +209,14 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
           s.dispose();
           if (r > 0) runs.push(t); // the first run warms caches and the scratch buffers
         }
-        record(model, dtype, `prefill ${L}`, L, median(runs));
+        const row = record(model, dtype, `prefill ${L}`, L, median(runs));
+        row.flopsPerToken = prefillFlopsPerToken(cfg, L);
+        prefillRows.push(row);
+      }
+      if (peakBefore !== undefined) {
+        const fmaPeak = Math.max(peakBefore, await addon().cpuFmaPeak());
+        for (const row of prefillRows) row.fmaPeak = fmaPeak;
+        log(`  ${dtype} FMA peak ${(fmaPeak / 1e9).toFixed(1)} GFLOP/s`);
       }
       // Decode after a short and after a long context: a Mamba-2 state and a SAL's ring cache
       // do not grow, so the speed must not fall with the context length. The two contexts take
@@ -266,12 +309,24 @@ export function formatCpuBenchmark(r: CpuBenchResult): string {
       return `| ${x.weights} | ${x.test} | ${x.tokensPerSecond.toFixed(1)} | ${x.msPerToken.toFixed(2)} | ${x.selection === undefined ? '-' : (100 * x.selection).toFixed(1) + '%'} | ${ofRoof} |`;
     }),
   ];
+  const once = (rows: CpuBenchRow[]) => rows.filter((x, i, a) => a.findIndex((y) => y.weights === x.weights) === i);
+  const peak = r.rows.filter((x) => x.fmaPeak !== undefined && x.flopsPerToken !== undefined);
+  if (peak.length) {
+    lines.push(
+      '',
+      `Prefill roofline: a token needs the multiply-adds of the projections, the conv and the chunked scan (${peak
+        .map((x) => `${x.test} ${(x.flopsPerToken! / 1e6).toFixed(0)} MFLOP`)
+        .filter((x, i, a) => a.indexOf(x) === i)
+        .join(', ')}), at the CPU threads' FMA peak measured in this run (${once(peak)
+        .map((x) => `${x.weights} ${(x.fmaPeak! / 1e9).toFixed(1)} GFLOP/s`)
+        .join(', ')}).`,
+    );
+  }
   const bw = r.rows.filter((x) => x.readBandwidth !== undefined);
   if (bw.length) {
     lines.push(
       '',
-      `Roofline: a decode step moves every weight once and reads and writes the state (${bw
-        .filter((x, i, a) => a.findIndex((y) => y.weights === x.weights) === i)
+      `Decode roofline: a step moves every weight once and reads and writes the state (${once(bw)
         .map((x) => `${x.weights} ${(x.bytesPerToken! / 1e6).toFixed(0)} MB at ${(x.readBandwidth! / 1e9).toFixed(1)} GB/s`)
         .join(', ')}, the CPU threads' read bandwidth measured in this run).`,
     );
