@@ -374,8 +374,8 @@ __attribute__((target("avx2,fma"))) void step_head_avx2(int64_t P, int64_t N, fl
   // The state comes from DRAM (a decode step streams megabytes of weights between two visits
   // of a layer), and the hardware prefetcher only catches up with a head's 32 KiB partway
   // through: ask for its first 8 rows at once, then for the rows 8 ahead of the group being
-  // computed. (bench/native/ssd_check, "24 layers cold": 0.052-0.057 ms per call, was
-  // 0.079-0.081.)
+  // computed. (bench/native/ssd_check, "24 layers cold": best 0.044 ms and median 0.055 per
+  // call, was 0.072 and 0.084.)
   for (int64_t off = 0; off < std::min<int64_t>(P, 8) * N; off += 16)
     _mm_prefetch(reinterpret_cast<const char*>(S + off), _MM_HINT_T0);
   int64_t p = 0;

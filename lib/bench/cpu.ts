@@ -80,10 +80,13 @@ export function decodeBytesPerToken(cfg: ModelConfig, dtype: DTypeName, model: P
   return countParameters(cfg) * dtypeBytes(dtype) + 2 * stateBytes;
 }
 
+/** The longest chunk the CPU SSD scan runs (SsdDims::max_chunk in csrc/cpu/kernels.h). */
+const CPU_SCAN_MAX_CHUNK = 64;
+
 /**
  * The FLOPs (a multiply-add counts 2) per token of a prefill of `promptLength` tokens of a pure
  * Mamba-2 model on the CPU: per layer the in_proj and out_proj GEMMs, the depthwise conv, and
- * the chunked SSD scan as the CPU runs it (chunks of at most 64 tokens, see csrc/cpu/ssd.cpp:
+ * the chunked SSD scan as the CPU runs it (chunks of at most CPU_SCAN_MAX_CHUNK tokens:
  * the causal intra-chunk product, the chunk state, the inter-chunk output, and C B^T per
  * group), plus the LM head for the last position only. Norms and element-wise work are left
  * out (a few FLOPs per value). Undefined for models with other layers.
@@ -92,7 +95,7 @@ export function prefillFlopsPerToken(cfg: ModelConfig, promptLength: number): nu
   if (!cfg.ssm || !cfg.layer_types.every((t) => t === 'mamba2')) return undefined;
   const d = cfg.d_model;
   const { d_state: N, headdim: P, ngroups: G, d_conv: K } = cfg.ssm;
-  const Q = Math.min(64, cfg.ssm.chunk_size, promptLength);
+  const Q = Math.min(CPU_SCAN_MAX_CHUNK, cfg.ssm.chunk_size, promptLength);
   const perLayer =
     d * cfg.d_in_proj + // in_proj
     cfg.conv_dim * K + // conv
@@ -184,6 +187,7 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
       `CPU ${cpus()[0]?.model ?? '?'} (${info.cpu.path}), ${threads} threads`,
   );
   const rows: CpuBenchRow[] = [];
+  const prefillRoofline = prefillFlopsPerToken(cfg, 1) !== undefined; // pure Mamba-2 models only
   // selection: the realized SAL selection of the measured runs (default: what the model has
   // counted since the last reset).
   const record = (model: TaipanModel, weights: string, test: string, tokens: number, seconds: number, selection = meanSelection(model)) => {
@@ -197,8 +201,7 @@ export async function runCpuBenchmark(o: CpuBenchOptions = {}): Promise<CpuBench
     // Weights are converted at load, so f32 and bf16 runs read the same random model.
     const model = await TaipanModel.load(dir, { backend: 'cpu', weightDtype: dtype });
     try {
-      const pureMamba2 = prefillFlopsPerToken(cfg, 1) !== undefined;
-      const peakBefore = pureMamba2 ? await addon().cpuFmaPeak() : undefined;
+      const peakBefore = prefillRoofline ? await addon().cpuFmaPeak() : undefined;
       const prefillRows: CpuBenchRow[] = [];
       for (const L of prompts) {
         const ids = randomIds(L, L);
