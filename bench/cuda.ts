@@ -112,6 +112,7 @@ const result: {
   gemm: GemmRow[];
   decode: DecodeRow[];
   notes: string[];
+  prefillGemm: string;
 } = {
   date,
   device: { ...device, runtimeVersion: info.cuda.runtimeVersion, driverVersion: info.cuda.driverVersion },
@@ -121,8 +122,9 @@ const result: {
   decode: [],
   notes: [
     'op timings: median of repeats of back-to-back calls on one stream, wall clock around the awaited sync (launch costs included)',
-    'decode: random bf16 weights, 16-token prompt, no CUDA graph capture yet (see cuda/README.md)',
+    'decode: random bf16 weights, 16-token prompt, steps replayed from a captured graph (one CUDA graph launch per step unless TAIPAN_CUDA_GRAPHS=0)',
   ],
+  prefillGemm: info.cuda.prefillGemm ?? 'unknown',
 };
 
 function save(): void {
@@ -180,7 +182,8 @@ async function benchGemm(): Promise<void> {
   for (const M of numbers('rows', quick ? [1, 2048] : [1, 16, 512, 2048]).filter((m) => m > 0)) {
     shapes.push([`1.3b in_proj`, M, dip, d], [`1.3b out_proj`, M, d, di], [`1.3b lm_head`, M, V, d]);
   }
-  console.log('\nGEMM (linear: bf16 x and W, fp32 accumulation)');
+  // Which prefill kernel the device runs (TAIPAN_CUDA_WGMMA=0 forces the sm_80 one, to compare).
+  console.log(`\nGEMM (linear: bf16 x and W, fp32 accumulation); prefill kernel: ${info.cuda.prefillGemm ?? 'unknown'}`);
   const ops = new Ops('cuda');
   try {
     for (const [what, M, N, K] of shapes) {

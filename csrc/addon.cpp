@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include "../cuda/cuda_backend.h"
+#include "../cuda/kernels.h"
 #include "cpu/kernels.h"
 #include "napi_util.h"
 #include "ops/op.h"
@@ -49,6 +50,17 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
     devs.Set(uint32_t(i), o);
   }
   g.Set("devices", devs);
+  // Which kernel runs prefill GEMMs on the current device, and why not the Hopper one.
+  if (st.reason.empty() && !st.devices.empty()) {
+    std::string why;
+    try {
+      why = cuda::gemm_wgmma_unavailable_reason();
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    g.Set("prefillGemm", why.empty() ? std::string("wgmma (sm_90a: bulk tensor copies, warpgroup MMA)")
+                                     : "mma.sync (sm_80 tensor-core kernel; wgmma not used: " + why + ")");
+  }
   out.Set("cuda", g);
 
   std::vector<const OpDef*> ops = all_ops();

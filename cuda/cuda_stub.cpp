@@ -68,6 +68,11 @@ void gemm_tensor_core(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const
                       void*, int64_t, DType, bool, void*) {
   unavailable("gemm_tensor_core");
 }
+void gemm_wgmma(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*, void*,
+                int64_t, DType, bool, void*) {
+  unavailable("gemm_wgmma");
+}
+std::string gemm_wgmma_unavailable_reason() { return kReason; }
 void gemm_small_m(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*, void*,
                   int64_t, DType, bool, void*) {
   unavailable("gemm_small_m");

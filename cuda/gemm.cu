@@ -1,7 +1,9 @@
 // GEMM for the linear layers: y[m, n] (+)= sum_k x[m, k] * W[n, k]  (y = x W^T, nn.Linear).
 // x and W are bf16, accumulation is fp32, y is bf16 (rounded RNE) or fp32 (optionally added to).
 //
-// Three kernels, picked by gemm():
+// Three kernels here, picked by gemm(), and a fourth in gemm_sm90.cu: on a compute capability
+// 9.0 device (H100) with sm_90a code in the build, prefill shapes (M > kGemmSmallM) go to the
+// Hopper kernel there (bulk tensor copies + wgmma, 128 x 256 tiles) instead of kernel 1.
 //
 // 1. Tensor-core kernel (M > kGemmSmallM: prefill). Block tile 128 x 128, K step 32, 256
 //    threads = 8 warps as 2 (M) x 4 (N), each warp a 64 x 32 tile = 4 x 4 mma.sync
@@ -41,6 +43,8 @@
 #include <atomic>
 
 #include "common.cuh"
+#include "gemm_out.cuh"
+#include "gemm_sm90.h"
 #include "kernels.h"
 #ifdef TAIPAN_CUDA_EMU
 #include "emu/emu_asm.h"
@@ -48,36 +52,6 @@
 
 namespace taipan::cuda {
 namespace {
-
-// ---- Output -------------------------------------------------------------------------------
-struct Out {
-  void* y;
-  int64_t ldy;
-  bool f32;
-  bool accumulate;
-  __device__ __forceinline__ void store(int64_t m, int64_t n, float v) const {
-    if (f32) {
-      float* p = static_cast<float*>(y) + m * ldy + n;
-      *p = accumulate ? *p + v : v;
-    } else {
-      static_cast<uint16_t*>(y)[m * ldy + n] = float_to_bf16(v);
-    }
-  }
-};
-
-// How many of a launch's M rows it computes: all of them without a count; else
-// n = clamp(*count, 0, M) when lo < n <= hi (the counts this launch is responsible for), 0
-// otherwise. Every thread of a block gets the same answer, so a block can return as a whole.
-struct Rows {
-  const int32_t* count = nullptr;  // DEVICE i32 [1], or null
-  int lo = -1, hi = INT32_MAX;
-  __device__ __forceinline__ int of(int M) const {
-    if (!count) return M;
-    const int c = *count;
-    const int n = c < 0 ? 0 : c > M ? M : c;
-    return n > lo && n <= hi ? n : 0;
-  }
-};
 
 // Two bf16 packed in a 32-bit word -> two floats (low half is the lower address).
 __device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
@@ -238,9 +212,9 @@ gemm_tc_kernel(int M, int N, int K, const uint16_t* __restrict__ x, int64_t ldx,
       const int rbase = m0 + warp_m * 64 + mi * 16 + (lane >> 2);
       const int cbase = n0 + warp_n * 32 + ni * 8 + (lane & 3) * 2;
 #pragma unroll
-      for (int r = 0; r < 4; r++) {
-        const int m = rbase + (r >> 1) * 8, n = cbase + (r & 1);
-        if (m < M && n < N) out.store(m, n, acc[mi][ni][r]);
+      for (int h = 0; h < 2; h++) {
+        const int m = rbase + h * 8;
+        if (m < M && cbase < N) out.store2(m, cbase, N, acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
       }
     }
   }
@@ -319,14 +293,6 @@ __global__ void gemm_ref_kernel(int M, int N, int K, const uint16_t* __restrict_
 
 // ---- Host side ----------------------------------------------------------------------------------
 
-Out make_out(const char* fn, void* y, int64_t ldy, DType ydt, bool accumulate) {
-  if (ydt != DType::F32 && ydt != DType::BF16)
-    throw_invalid(std::string(fn) + ": output dtype must be f32 or bf16, got " + dtype_name(ydt));
-  if (accumulate && ydt != DType::F32)
-    throw_invalid(std::string(fn) + ": accumulate needs an f32 output");
-  return Out{y, ldy, ydt == DType::F32, accumulate};
-}
-
 bool check_shape(const char* fn, int64_t M, int64_t N, int64_t K) {
   if (M < 0 || N < 0 || K < 0) throw_invalid(std::string(fn) + ": negative dimension");
   if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
@@ -373,6 +339,15 @@ void launch_tc(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
   check_launch("gemm_tc_kernel");
 }
 
+// The prefill path: the Hopper kernel where the device runs it (gemm_sm90.cu), else the
+// tensor-core kernel above (each the general kernel when its needs are not met).
+void launch_large_m(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
+                    const uint16_t* W, const Out& out, const Rows& rows, cudaStream_t s) {
+  if (vector_ok(K, x, ldx, W) && wgmma_gemm_available() && launch_wgmma(M, N, K, x, ldx, W, out, rows, s))
+    return;
+  launch_tc(M, N, K, x, ldx, W, out, rows, s);
+}
+
 // The small-M path (the general kernel when its needs are not met). Each row's sum does not
 // depend on MT (the rows kept in flight), only on the lanes' order over K, so launching for
 // more rows than a count leaves gives the same bits.
@@ -397,6 +372,16 @@ void launch_small_m(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t 
 
 }  // namespace
 
+Out make_out(const char* fn, void* y, int64_t ldy, DType ydt, bool accumulate) {
+  if (ydt != DType::F32 && ydt != DType::BF16)
+    throw_invalid(std::string(fn) + ": output dtype must be f32 or bf16, got " + dtype_name(ydt));
+  if (accumulate && ydt != DType::F32)
+    throw_invalid(std::string(fn) + ": accumulate needs an f32 output");
+  const size_t pair_bytes = ydt == DType::F32 ? 8 : 4;
+  const bool pairs = ldy % 2 == 0 && reinterpret_cast<uintptr_t>(y) % pair_bytes == 0;
+  return Out{y, ldy, ydt == DType::F32, accumulate, pairs};
+}
+
 void gemm_reference(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
                     const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate,
                     void* stream) {
@@ -413,6 +398,18 @@ void gemm_tensor_core(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_
   launch_tc(M, N, K, x, ldx, W, out, Rows{}, as_stream(stream));
 }
 
+void gemm_wgmma(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
+                const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate, void* stream) {
+  const Out out = make_out("gemm_wgmma", y, ldy, ydt, accumulate);
+  if (!wgmma_gemm_available())
+    throw_invalid("gemm_wgmma: the Hopper kernel cannot run here: " + gemm_wgmma_unavailable_reason());
+  if (!check_shape("gemm_wgmma", M, N, K)) return;
+  cudaStream_t s = as_stream(stream);
+  if (!vector_ok(K, x, ldx, W)) launch_ref(M, N, K, x, ldx, W, out, Rows{}, s);
+  else if (!launch_wgmma(M, N, K, x, ldx, W, out, Rows{}, s))
+    throw_invalid("gemm_wgmma: the driver refused the tensor maps for this shape");
+}
+
 void gemm_small_m(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
                   const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate,
                   void* stream) {
@@ -424,7 +421,10 @@ void gemm_small_m(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ld
 void gemm(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx, const uint16_t* W,
           void* y, int64_t ldy, DType ydt, bool accumulate, void* stream) {
   if (M <= kGemmSmallM) gemm_small_m(M, N, K, x, ldx, W, y, ldy, ydt, accumulate, stream);
-  else gemm_tensor_core(M, N, K, x, ldx, W, y, ldy, ydt, accumulate, stream);
+  else {
+    const Out out = make_out("gemm", y, ldy, ydt, accumulate);
+    if (check_shape("gemm", M, N, K)) launch_large_m(M, N, K, x, ldx, W, out, Rows{}, as_stream(stream));
+  }
 }
 
 void gemm_count(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
@@ -438,7 +438,7 @@ void gemm_count(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
   // Counts 1..kGemmSmallM: the small-M kernel, launched for at most kGemmSmallM rows.
   launch_small_m(small, N, K, x, ldx, W, out, Rows{count, 0, small}, s);
   // Larger counts (only possible when M > kGemmSmallM): the tensor-core kernel.
-  if (M > kGemmSmallM) launch_tc(M, N, K, x, ldx, W, out, Rows{count, int(kGemmSmallM), INT32_MAX}, s);
+  if (M > kGemmSmallM) launch_large_m(M, N, K, x, ldx, W, out, Rows{count, int(kGemmSmallM), INT32_MAX}, s);
 }
 
 }  // namespace taipan::cuda

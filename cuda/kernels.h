@@ -16,6 +16,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "../csrc/dtype.h"
 
@@ -28,8 +29,9 @@ namespace taipan::cuda {
 // accumulate = true (F32 only) adds to y instead of overwriting it (fuses a residual add).
 // Paths: M <= kGemmSmallM uses a bandwidth-bound kernel (reads W once per 8 rows of x);
 // larger M uses the tensor-core kernel (mma.sync m16n8k16 bf16, 128x128x32 tiles, cp.async
-// 4-stage pipeline). Both need K % 8 == 0, ldx % 8 == 0 and 16-byte aligned x and W; other
-// shapes take a slow but general fallback kernel.
+// 4-stage pipeline), or on H100 the Hopper kernel (gemm_wgmma below). All of them need
+// K % 8 == 0, ldx % 8 == 0 and 16-byte aligned x and W; other shapes take a slow but general
+// fallback kernel.
 // Assumes: y does not overlap x or W; M, N < 2^31; K < 2^31.
 constexpr int64_t kGemmSmallM = 16;
 void gemm(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx, const uint16_t* W,
@@ -42,6 +44,13 @@ void gemm_tensor_core(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_
 void gemm_small_m(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
                   const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate,
                   void* stream);
+// The Hopper kernel (gemm_sm90.cu: bulk tensor copies, wgmma m64n256k16, warp-specialised),
+// which gemm uses for M > kGemmSmallM when gemm_wgmma_unavailable_reason() is empty: the
+// build has sm_90a code, the device is compute capability 9.0, the driver has
+// cuTensorMapEncodeTiled and TAIPAN_CUDA_WGMMA is not "0". gemm_wgmma throws when not.
+void gemm_wgmma(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
+                const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate, void* stream);
+std::string gemm_wgmma_unavailable_reason();
 // gemm over the first n rows only, n = clamp(*count, 0, M) read by the kernels when they run
 // (count: a DEVICE i32, e.g. how many rows an earlier op compacted to the top), so the host
 // never reads it and the launch can be captured into a CUDA graph. Rows n..M-1 of y are not

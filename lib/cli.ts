@@ -86,6 +86,7 @@ async function doctor(args: string[]): Promise<number> {
     for (const d of info.cuda.devices) {
       console.log(`  device ${d.index}: ${d.name}, compute ${d.computeCapability}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB, ${d.multiprocessors} SMs`);
     }
+    if (info.cuda.prefillGemm) console.log(`  prefill GEMM: ${info.cuda.prefillGemm}`);
   }
   console.log(`backend "auto" uses: ${info.auto.backend} (${info.auto.why})`);
   console.log(`ops: ${info.ops.join(', ')}`);

@@ -69,6 +69,8 @@ export interface NativeBackendInfo {
     runtimeVersion: number;
     driverVersion: number;
     reason: string;
+    /** With a usable device: the kernel that runs prefill GEMMs on it (and why not wgmma, if not). */
+    prefillGemm?: string;
     devices: {
       index: number;
       name: string;

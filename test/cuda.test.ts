@@ -292,6 +292,9 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
   describe('linear', () => {
     const shapes = [
       [1, 1, 1], [1, 768, 50], [2, 33, 17], [3, 17, 33], [7, 64, 129], [16, 64, 40], [17, 64, 40], [64, 96, 40], [130, 200, 70], [33, 256, 264],
+      // Prefill tiles (128 x 128 on sm_80, 128 x 256 with K steps of 64 on Hopper): partial tiles
+      // in M and N, and more K steps than the Hopper kernel's 4 stages, so stages are reused.
+      [300, 328, 520],
     ];
     for (const [M, K, N] of shapes) {
       it(`M=${M} K=${K} N=${N}, f32 and bf16 out`, () => {
@@ -325,6 +328,11 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
         }
       });
     }
+    it('reports which kernel runs prefill GEMMs: wgmma on compute capability 9.0, else the sm_80 one', () => {
+      const cc = info.cuda.devices[0]!.computeCapability;
+      const off = process.env.TAIPAN_CUDA_WGMMA === '0';
+      expect(info.cuda.prefillGemm).toMatch(cc === '9.0' && !off ? /^wgmma/ : /^mma\.sync .*wgmma not used: /);
+    });
     it('computes only the first `count` rows (count read when the op runs)', () => {
       const [M, K, N] = [9, 32, 16];
       const x = rand(M * K);

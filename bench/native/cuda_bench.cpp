@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "../../csrc/dtype.h"
@@ -18,6 +19,8 @@ namespace tc = taipan::cuda;
 
 namespace {
 void* g_stream = nullptr;
+using GemmFn = void (*)(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*,
+                        void*, int64_t, DType, bool, void*);
 
 double time_us(const std::function<void()>& f, int iters) {
   f();  // warm-up (and the one-time shared-memory attribute)
@@ -75,15 +78,32 @@ int main(int argc, char** argv) {
   auto* ys = static_cast<uint16_t*>(tc::device_malloc(L * di * 2));
 
   std::printf("\nGEMM (us per call; TFLOP/s or GB/s of weight reads)\n");
+  const std::string no_wgmma = tc::gemm_wgmma_unavailable_reason();
+  if (!no_wgmma.empty()) std::printf("  (gemm_wgmma not timed: %s)\n", no_wgmma.c_str());
+  const char* names[3] = {"small_m", "tensor_core", "wgmma"};
+  const GemmFn fns[3] = {tc::gemm_small_m, tc::gemm_tensor_core, tc::gemm_wgmma};
   for (int64_t M : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, L}) {
-    for (int which = 0; which < 2; which++) {
-      if (which == 0 && M > 64) continue;
-      auto fn = which == 0 ? tc::gemm_small_m : tc::gemm_tensor_core;
-      const double us = time_us([&] { fn(M, dip, d, x, d, Win, y, dip, DType::BF16, false, g_stream); }, 50);
+    for (int which = 0; which < 3; which++) {
+      if ((which == 0 && M > 64) || (which == 2 && (M <= 16 || !no_wgmma.empty()))) continue;
+      const double us = time_us([&] { fns[which](M, dip, d, x, d, Win, y, dip, DType::BF16, false, g_stream); }, 50);
       std::printf("  in_proj  M=%-5lld %-12s %8.1f us  %7.1f TFLOP/s  %7.1f GB/s\n", (long long)M,
-                  which == 0 ? "small_m" : "tensor_core", us, 2.0 * M * dip * d / us / 1e6,
-                  2.0 * dip * d / us / 1e3);
+                  names[which], us, 2.0 * M * dip * d / us / 1e6, 2.0 * dip * d / us / 1e3);
     }
+  }
+  // Square bf16 GEMMs (bf16 out): the tensor-core kernels against the dense peak.
+  for (int64_t S : {2048, 4096, 8192}) {
+    auto* a = static_cast<uint16_t*>(fill_bf16(S * S, 1.0f));
+    auto* b = static_cast<uint16_t*>(fill_bf16(S * S, 0.02f));
+    void* c = tc::device_malloc(S * S * 2);
+    for (int which = 1; which < 3; which++) {
+      if (which == 2 && !no_wgmma.empty()) continue;
+      const double us = time_us([&] { fns[which](S, S, S, a, S, b, c, S, DType::BF16, false, g_stream); }, 10);
+      std::printf("  square   %5lld^3 %-12s %8.1f us  %7.1f TFLOP/s\n", (long long)S, names[which], us,
+                  2.0 * S * S * S / us / 1e6);
+    }
+    tc::device_free(a);
+    tc::device_free(b);
+    tc::device_free(c);
   }
   for (int64_t M : {int64_t(1), L}) {
     const double us = time_us([&] { tc::gemm(M, d, di, x, di, Wout, y, d, DType::F32, true, g_stream); }, 50);

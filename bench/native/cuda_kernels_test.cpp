@@ -525,6 +525,18 @@ void test_gemm() {
   gemm_case("gemm_tensor_core", tc::gemm_tensor_core, 17, 9, 8, 8, 9);
   for (int64_t M : {1, 2, 3, 5, 13})
     gemm_case("gemm_small_m", tc::gemm_small_m, M, 37, 264, 272, 40);
+  // The Hopper kernel where the device runs it (the emulator does): tiles of 128 x 256 x 64,
+  // so edges in every dimension, a K shorter than one step, row strides beyond K, odd N.
+  if (const std::string why = tc::gemm_wgmma_unavailable_reason(); why.empty()) {
+    gemm_case("gemm_wgmma", tc::gemm_wgmma, 130, 200, 72, 80, 210);
+    gemm_case("gemm_wgmma", tc::gemm_wgmma, 256, 512, 256, 256, 512);
+    gemm_case("gemm_wgmma", tc::gemm_wgmma, 17, 9, 8, 8, 9);
+    gemm_case("gemm_wgmma", tc::gemm_wgmma, 300, 263, 328, 336, 264);
+    gemm_case("gemm_wgmma K%8!=0 (general kernel)", tc::gemm_wgmma, 20, 33, 30, 31, 33);
+  } else {
+    std::printf("  gemm_wgmma: not run (%s)\n", why.c_str());
+  }
+  gemm_case("gemm (dispatch)", tc::gemm, 300, 263, 328, 336, 264);
   gemm_case("gemm (dispatch)", tc::gemm, 1, 300, 128, 128, 300);
   gemm_case("gemm (dispatch)", tc::gemm, 40, 70, 96, 96, 70);
   gemm_case("gemm fallback K%8!=0", tc::gemm, 20, 33, 30, 31, 33);
@@ -533,6 +545,7 @@ void test_gemm() {
   gemm_count_case(12, 40, 64, 64);
   gemm_count_case(40, 24, 96, 104);
   gemm_count_case(20, 17, 30, 30);  // K % 8 != 0: the general kernel
+  gemm_count_case(300, 40, 64, 64);  // counts past kGemmSmallM: the prefill kernel, partial tiles
 }
 
 // A CUDA graph: launches captured on a stream run nothing until the graph is launched, then

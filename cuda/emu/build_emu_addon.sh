@@ -60,7 +60,7 @@ for f in csrc/*.cpp csrc/cpu/*.cpp csrc/ops/*.cpp; do
 done
 for f in "$out"/cu/*.cpp; do
   compile "$f" "$out/obj/cu_$(basename "$f" .cpp).o" -std=c++20 -DTAIPAN_CUDA_EMU -I"$here" -Icuda \
-    -Wextra -Wno-unused-parameter -Wno-unknown-pragmas
+    -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -Wno-psabi
 done
 for p in "${jobs[@]}"; do wait "$p"; done
 g++ -shared -pthread "${objs[@]}" -o "$out/taipan.node.tmp"

@@ -29,7 +29,7 @@ pids=()
 for f in "$build"/*.cpp; do
   o="${f%.cpp}.o"
   g++ -std=c++20 -O2 -g -pthread -DTAIPAN_CUDA_EMU -I"$here" -I"$repo/cuda" -I"$src" \
-      -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -c "$f" -o "$o" &
+      -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -Wno-psabi -c "$f" -o "$o" &
   pids+=($!)
   objs+=("$o")
 done
