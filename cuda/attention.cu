@@ -38,7 +38,6 @@
 //
 // kv_append: one block per chunk row (grid-stride), threads over the row's columns.
 // Flags: see the comment at the top of runtime.cu.
-#include <atomic>
 #include <cmath>
 
 #include "common.cuh"
@@ -378,15 +377,7 @@ size_t split_bytes(const AttnDims& d) {  // workspace per split
 template <int NC, class CacheT>
 void allow_smem() {
   const size_t need = smem_floats(kMaxRows, 32 * NC) * sizeof(float);
-  if (need <= kDefaultSmem) return;
-  constexpr int kMaxDevices = 64;
-  static std::atomic<bool> done[kMaxDevices];
-  const int dev = get_device();
-  if (dev >= 0 && dev < kMaxDevices && done[dev].load(std::memory_order_acquire)) return;
-  TAIPAN_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<NC, CacheT>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(need)),
-                    "cudaFuncSetAttribute(attention_kernel, " + format_bytes(need) + " shared memory)");
-  if (dev >= 0 && dev < kMaxDevices) done[dev].store(true, std::memory_order_release);
+  if (need > kDefaultSmem) raise_smem_limit<attention_kernel<NC, CacheT>>(int(need), "attention_kernel");
 }
 
 template <int NC, class CacheT>

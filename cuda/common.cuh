@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -36,6 +37,21 @@ std::string format_bytes(size_t bytes);
 #endif
 
 inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+
+// Raises `Kernel`'s dynamic shared-memory limit to `bytes` on the current device, once per
+// device (a kernel launched with more than the default 48 KB needs it); later calls cost one
+// atomic load. One cache per kernel, since the kernel is a template argument.
+template <auto Kernel>
+void raise_smem_limit(int bytes, const char* kernel_name) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<bool> done[kMaxDevices];
+  const int dev = get_device();
+  if (dev >= 0 && dev < kMaxDevices && done[dev].load(std::memory_order_acquire)) return;
+  TAIPAN_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+                    std::string("cudaFuncSetAttribute(") + kernel_name + ", " + format_bytes(size_t(bytes)) +
+                        " shared memory)");
+  if (dev >= 0 && dev < kMaxDevices) done[dev].store(true, std::memory_order_release);
+}
 
 // Number of SMs of the current device (cached per device; used to size grid-stride launches).
 int current_sm_count();

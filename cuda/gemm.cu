@@ -40,8 +40,6 @@
 //
 // Flags: see the comment at the top of runtime.cu (sm_80 and later: mma.sync, ldmatrix and
 // cp.async are sm_80 instructions; the sm_90a build runs the same code on H100).
-#include <atomic>
-
 #include "common.cuh"
 #include "gemm_out.cuh"
 #include "gemm_sm90.h"
@@ -306,18 +304,6 @@ bool vector_ok(int64_t K, const uint16_t* x, int64_t ldx, const uint16_t* W) {
          reinterpret_cast<uintptr_t>(W) % 16 == 0;
 }
 
-// Raise the tensor-core kernel's dynamic shared memory limit once per device.
-void ensure_tc_smem_attribute() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<bool> done[kMaxDevices];
-  int dev = get_device();
-  if (dev >= 0 && dev < kMaxDevices && done[dev].load(std::memory_order_acquire)) return;
-  TAIPAN_CUDA_CHECK(cudaFuncSetAttribute(gemm_tc_kernel,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, kTcSmem),
-                    "cudaFuncSetAttribute(gemm_tc_kernel, 64 KB shared memory)");
-  if (dev >= 0 && dev < kMaxDevices) done[dev].store(true, std::memory_order_release);
-}
-
 void launch_ref(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
                 const uint16_t* W, const Out& out, const Rows& rows, cudaStream_t s) {
   if (ceil_div(M, 16) > 65535) throw_invalid("gemm_reference: M too large");
@@ -333,7 +319,7 @@ void launch_tc(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
     launch_ref(M, N, K, x, ldx, W, out, rows, s);
     return;
   }
-  ensure_tc_smem_attribute();
+  raise_smem_limit<gemm_tc_kernel>(kTcSmem, "gemm_tc_kernel");
   const dim3 grid{unsigned(ceil_div(N, kBN)), unsigned(ceil_div(M, kBM)), 1};
   gemm_tc_kernel<<<grid, kTcThreads, kTcSmem, s>>>(int(M), int(N), int(K), x, ldx, W, out, rows);
   check_launch("gemm_tc_kernel");
@@ -401,8 +387,8 @@ void gemm_tensor_core(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_
 void gemm_wgmma(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
                 const uint16_t* W, void* y, int64_t ldy, DType ydt, bool accumulate, void* stream) {
   const Out out = make_out("gemm_wgmma", y, ldy, ydt, accumulate);
-  if (!wgmma_gemm_available())
-    throw_invalid("gemm_wgmma: the Hopper kernel cannot run here: " + gemm_wgmma_unavailable_reason());
+  if (const std::string why = gemm_wgmma_unavailable_reason(); !why.empty())
+    throw_invalid("gemm_wgmma: the Hopper kernel cannot run here: " + why);
   if (!check_shape("gemm_wgmma", M, N, K)) return;
   cudaStream_t s = as_stream(stream);
   if (!vector_ok(K, x, ldx, W)) launch_ref(M, N, K, x, ldx, W, out, Rows{}, s);
@@ -437,7 +423,7 @@ void gemm_count(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
   const int small = int(std::min<int64_t>(M, kGemmSmallM));
   // Counts 1..kGemmSmallM: the small-M kernel, launched for at most kGemmSmallM rows.
   launch_small_m(small, N, K, x, ldx, W, out, Rows{count, 0, small}, s);
-  // Larger counts (only possible when M > kGemmSmallM): the tensor-core kernel.
+  // Larger counts (only possible when M > kGemmSmallM): the prefill kernel gemm would pick.
   if (M > kGemmSmallM) launch_large_m(M, N, K, x, ldx, W, out, Rows{count, int(kGemmSmallM), INT32_MAX}, s);
 }
 

@@ -203,7 +203,7 @@ std::string reason_for(int dev) {
 #endif
 }
 
-// Per device, once: the reason (if any), and the kernel's shared-memory limit raised.
+// Per device, once: why the kernel cannot run there ("" when it can).
 const std::string& cached_reason() {
   constexpr int kMaxDevices = 64;
   static std::string reasons[kMaxDevices];
@@ -212,12 +212,7 @@ const std::string& cached_reason() {
   const int dev = get_device();
   if (dev < 0 || dev >= kMaxDevices) return no_device;
   if (!done[dev].load(std::memory_order_acquire)) {
-    std::string why = reason_for(dev);
-    if (why.empty())
-      TAIPAN_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_kernel,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
-                        "cudaFuncSetAttribute(gemm_wgmma_kernel, 193 KB shared memory)");
-    reasons[dev] = why;  // benign race: every thread writes the same string before `done`
+    reasons[dev] = reason_for(dev);  // benign race: every thread writes the same string before `done`
     done[dev].store(true, std::memory_order_release);
   }
   return reasons[dev];
@@ -229,9 +224,10 @@ bool wgmma_gemm_available() { return cached_reason().empty(); }
 
 bool launch_wgmma(int64_t M, int64_t N, int64_t K, const uint16_t* x, int64_t ldx,
                   const uint16_t* W, const Out& out, const Rows& rows, cudaStream_t s) {
-  if (ceil_div(M, kBM) > 65535 || ceil_div(N, kBN) > INT32_MAX) return false;
+  if (ceil_div(M, kBM) > 65535) return false;  // grid.y
   CUtensorMap x_map, w_map;
   if (!encode(&x_map, x, M, K, ldx, kBM) || !encode(&w_map, W, N, K, K, kBN)) return false;
+  raise_smem_limit<gemm_wgmma_kernel>(kSmem, "gemm_wgmma_kernel");
   const dim3 grid{unsigned(ceil_div(N, kBN)), unsigned(ceil_div(M, kBM)), 1};
   gemm_wgmma_kernel<<<grid, kThreads, kSmem, s>>>(x_map, w_map, int(M), int(N), int(K), out, rows);
   check_launch("gemm_wgmma_kernel");
