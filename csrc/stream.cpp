@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <new>
 #include <shared_mutex>
 
 #include "../cuda/cuda_backend.h"
@@ -173,6 +174,8 @@ void Stream::run_entries(Batch& batch, size_t begin, size_t end, ExecContext& ct
         e.work(ctx);
         profile::record(e.args.op, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
+    } catch (const std::bad_alloc&) {
+      batch.error = e.args.op + " failed: out of memory";
     } catch (const std::exception& ex) {
       batch.error = e.args.op + " failed: " + ex.what();
     }

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "../cuda/cuda_backend.h"
+#include "human_bytes.h"
 
 namespace taipan {
 
@@ -33,15 +34,6 @@ void* allocate_host(size_t bytes) {
   madvise(p, rounded, MADV_HUGEPAGE);  // advice only: a failure just means small pages
 #endif
   return p;
-}
-
-std::string human_bytes(size_t n) {
-  std::ostringstream s;
-  s.precision(3);
-  if (n >= (size_t(1) << 30)) s << double(n) / double(size_t(1) << 30) << " GiB";
-  else if (n >= (size_t(1) << 20)) s << double(n) / double(size_t(1) << 20) << " MiB";
-  else s << n << " bytes";
-  return s.str();
 }
 
 // ---- The CUDA caching allocator (see tensor.h) ------------------------------------------------

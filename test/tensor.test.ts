@@ -1,5 +1,7 @@
 // Tensors and streams from JavaScript: creation, views, dtype conversion, lifetime, in-use
 // protection, clear errors, and that queued work runs off the event loop.
+import { spawnSync } from 'node:child_process';
+
 import { describe, expect, it } from 'vitest';
 
 import { addon } from '../lib/native.js';
@@ -50,6 +52,22 @@ describe('tensors', () => {
   it('reports out of memory as an error, not a crash', () => {
     // 2^38 floats = 1 TiB: more than this machine has.
     expect(() => native.empty([2 ** 19, 2 ** 19], 'f32', 'cpu', false)).toThrow(/out of memory/);
+  });
+
+  it('reports a kernel running out of scratch memory as the op\'s error, on any pool thread', () => {
+    // A child process, with every scratch request above 128 KiB failing as if memory had run
+    // out (TAIPAN_TEST_SCRATCH_LIMIT): both pool threads fail inside the same GEMM.
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/helpers/scratch_oom_child.ts'], {
+      env: { ...process.env, TAIPAN_TEST_SCRATCH_LIMIT: String(128 * 1024) },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.signal, r.stderr).toBeNull();
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(out.gemm).toBe('linear failed: out of memory: linear (packed weight panels) needs 256 KiB of scratch');
+    expect(out.ssd_scan).toMatch(/^ssd_scan failed: out of memory: ssd_scan needs [\d.]+ KiB of scratch$/);
+    expect(out.after).toBe('1,2,3,3,4,7');
   });
 
   it('refuses use after dispose', () => {

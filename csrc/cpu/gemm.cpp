@@ -27,6 +27,7 @@
 #include <cstdlib>
 
 #include "kernels.h"
+#include "scratch.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -49,30 +50,6 @@ constexpr int64_t kGemvMaxM = 48;
 // Below this many multiply-adds one thread does the whole GEMM: waking the second thread
 // costs a few microseconds, more than the work.
 constexpr int64_t kSerialFmas = 1 << 15;
-
-// ---- Scratch memory -------------------------------------------------------------------------
-
-// A growable 64-byte-aligned float buffer. The pool threads live as long as the process, so a
-// thread_local instance lets every thread keep its packing buffers between calls instead of
-// allocating megabytes per GEMM.
-class Scratch {
- public:
-  ~Scratch() { std::free(p_); }
-  float* get(size_t floats) {
-    if (floats > n_) {
-      std::free(p_);
-      size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
-      p_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!p_) std::abort();
-      n_ = bytes / sizeof(float);
-    }
-    return p_;
-  }
-
- private:
-  float* p_ = nullptr;
-  size_t n_ = 0;
-};
 
 // Scalar load of weight W[i] as fp32 (the portable path, and the edges of the vector paths).
 template <DType WT>
@@ -105,8 +82,8 @@ void gemm_portable_range(int64_t M, int64_t n0, int64_t n1, int64_t K, const flo
                          int64_t ldx, const void* W, float* y, int64_t ldy) {
   constexpr int64_t kRows = 4;     // W rows converted at a time
   constexpr int64_t kMBlock = 64;  // x rows per pass over a W block: 64*K floats stay in L2
-  static thread_local Scratch buf;
-  float* wf = WT == DType::F32 ? nullptr : buf.get(size_t(kRows * K));
+  static thread_local ScratchBuffer buf;
+  float* wf = WT == DType::F32 ? nullptr : buf.get(size_t(kRows * K), "linear (weights widened to fp32)");
   for (int64_t m0 = 0; m0 < M; m0 += kMBlock) {
     const int64_t m1 = std::min(M, m0 + kMBlock);
     for (int64_t n = n0; n < n1; n += kRows) {
@@ -340,8 +317,8 @@ TAIPAN_AVX2 void gemv_range(int64_t M, int64_t n0, int64_t n1, int64_t K, const 
   // bf16, one x row: the unpacking tile, on x permuted to match.
   if constexpr (WT == DType::BF16) {
     if (M == 1 && K % 16 == 0 && per > 0) {
-      static thread_local Scratch xbuf;
-      float* xp = xbuf.get(size_t(K));
+      static thread_local ScratchBuffer xbuf;
+      float* xp = xbuf.get(size_t(K), "linear (permuted input row)");
       permute_x16(x, K, xp);
       for (int64_t i = 0; i < per; i++) gemv_tile_bf16x1<6>(K, xp, W, n0 + i, per, y + n0 + i);
       for (int64_t n = n0 + kStreams * per; n < n1; n++) gemv_tile_bf16x1<1>(K, xp, W, n, 0, y + n);
@@ -606,7 +583,7 @@ TAIPAN_AVX2 void gemm_packed_tile(int64_t m0, int64_t m1, int64_t n0, int64_t n1
 template <DType WT>
 void gemm_packed(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx,
                  const void* W, float* y, int64_t ldy) {
-  static thread_local Scratch a_buf;  // the caller's: shared by the threads of one call
+  static thread_local ScratchBuffer a_buf;  // the caller's: shared by the threads of one call
   const int nt = M * N * K <= kSerialFmas ? 1 : pool.size();
   const int64_t kc_max = k_block(K);
   // Column chunks: whole panels, at least 8 chunks per thread, at most 256 columns (whose
@@ -620,7 +597,7 @@ void gemm_packed(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float*
   for (int64_t m0 = 0; m0 < M; m0 += pass_rows) {
     const int64_t m1 = std::min(M, m0 + pass_rows), mpanels = (m1 - m0 + kMR - 1) / kMR;
     const int64_t Mp = mpanels * kMR;
-    float* Ap = a_buf.get(size_t(Mp * K));
+    float* Ap = a_buf.get(size_t(Mp * K), "linear (packed input rows)");
     const int64_t mparts = std::min(mpanels, std::max<int64_t>(1, (4 * nt + nchunks - 1) / nchunks));
     const int64_t tasks = nchunks * mparts;
 
@@ -632,12 +609,12 @@ void gemm_packed(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float*
       }
     };
     auto run_task = [&](int64_t t) {
-      static thread_local Scratch b_buf;
+      static thread_local ScratchBuffer b_buf;
       const int64_t c = t / mparts, part = t % mparts;
       const int64_t n0 = c * chunk, n1 = std::min(N, n0 + chunk);
       const int64_t r0 = m0 + mpanels * part / mparts * kMR;
       const int64_t r1 = std::min(m1, m0 + mpanels * (part + 1) / mparts * kMR);
-      float* Bp = b_buf.get(size_t(kc_max * chunk));
+      float* Bp = b_buf.get(size_t(kc_max * chunk), "linear (packed weight panels)");
       gemm_packed_tile<WT>(r0, r1, n0, n1, K, kc_max, Ap, m0, Mp, W, Bp, y, ldy);
     };
 

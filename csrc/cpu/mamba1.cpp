@@ -27,9 +27,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <new>
 
 #include "kernels.h"
+#include "scratch.h"
 #include "ssm_math.h"
 #include "vec_math.h"
 
@@ -39,28 +39,8 @@ namespace {
 constexpr int64_t kBlock = 64;      // channels per task at most (a row's share: 4 cache lines)
 constexpr int64_t kPrefetchRows = 4;  // prefill: rows ahead whose lines are requested early
 
-// Per-thread scratch, 64-byte aligned, kept between calls (sizes are a few KiB: 2*64*N floats).
-class Scratch {
- public:
-  ~Scratch() { release(); }
-  float* get(size_t floats) {
-    if (floats > cap_) {
-      release();
-      p_ = static_cast<float*>(::operator new(floats * sizeof(float), std::align_val_t(64)));
-      cap_ = floats;
-    }
-    return p_;
-  }
-
- private:
-  void release() {
-    if (p_) ::operator delete(p_, std::align_val_t(64));
-    p_ = nullptr, cap_ = 0;
-  }
-  float* p_ = nullptr;
-  size_t cap_ = 0;
-};
-thread_local Scratch t_scratch;
+// Per-thread scratch, kept between calls (sizes are a few KiB: 2*64*N floats).
+thread_local ScratchBuffer t_scratch;
 
 // ---- Portable -------------------------------------------------------------------------------
 
@@ -68,7 +48,7 @@ thread_local Scratch t_scratch;
 // scratch copy is used when there is none).
 void scan_block_portable(const Mamba1Args& a, int64_t b, int64_t c0, int64_t c1) {
   const int64_t N = a.N, W = c1 - c0;
-  float* A = t_scratch.get(size_t(2 * W * N));
+  float* A = t_scratch.get(size_t(2 * W * N), "mamba1_scan");
   for (int64_t i = 0; i < W * N; i++) A[i] = -std::exp(a.A_log[c0 * N + i]);
   float* h = a.states ? a.states[b] + c0 * N : A + W * N;
   if (!a.states) std::fill(h, h + W * N, 0.f);
@@ -117,7 +97,7 @@ __attribute__((target("avx2,fma"))) void scan_block_avx2(const Mamba1Args& a, in
                                                          int64_t c0, int64_t c1) {
   const int64_t N = a.N, W = c1 - c0, G = (W + 7) / 8;
   // Scratch: A and h as [G][N][8], then bias and D as [G][8], then A in A_log's layout.
-  float* buf = t_scratch.get(size_t(2 * G * N * 8 + 2 * G * 8 + W * N));
+  float* buf = t_scratch.get(size_t(2 * G * N * 8 + 2 * G * 8 + W * N), "mamba1_scan");
   float *At = buf, *Ht = At + G * N * 8, *bias = Ht + G * N * 8, *Dv = bias + G * 8;
   float* Arow = Dv + G * 8;
   neg_exp_avx2(a.A_log + c0 * N, W * N, Arow);
@@ -189,7 +169,7 @@ __attribute__((target("avx2,fma"))) void scan_block_avx2(const Mamba1Args& a, in
 __attribute__((target("avx2,fma"))) void step_block_avx2(const Mamba1Args& a, int64_t b0,
                                                          int64_t b1, int64_t c0, int64_t c1) {
   const int64_t N = a.N, W = c1 - c0, N8 = N / 8 * 8;
-  float* A = t_scratch.get(size_t(2 * W * N));
+  float* A = t_scratch.get(size_t(2 * W * N), "mamba1_scan");
   neg_exp_avx2(a.A_log + c0 * N, W * N, A);
   float* zero_state = A + W * N;  // the state of a sequence that brings none
   const __m256i ntail = lane_mask(std::max<int64_t>(N - N8, 1));

@@ -37,10 +37,10 @@
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
-#include <new>
 #include <vector>
 
 #include "kernels.h"
+#include "scratch.h"
 #include "ssm_math.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -63,24 +63,18 @@ inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // released after the call, the rest when the thread exits.)
 class Arena {
  public:
-  explicit Arena(size_t floats) {
-    if (floats > block_.cap) {
-      block_.release();
-      block_.p = static_cast<float*>(::operator new(floats * sizeof(float), std::align_val_t(64)));
-      block_.cap = floats;
-    }
-  }
+  explicit Arena(size_t floats) { base_ = block_.get(floats, "ssd_scan"); }
   ~Arena() {
-    if (block_.cap > (size_t(64) << 20) / sizeof(float)) block_.release();
+    if (block_.capacity() > (size_t(64) << 20)) block_.release();
   }
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
   // n values of T, 64-byte aligned (T is float or double).
   template <class T = float>
   T* take(int64_t n) {
-    float* q = block_.p + used_;
+    float* q = base_ + used_;
     used_ += size_t(round_up(n * int64_t(sizeof(T) / sizeof(float)), 16));
-    assert(used_ <= block_.cap);
+    assert(used_ * sizeof(float) <= block_.capacity());
     return reinterpret_cast<T*>(q);
   }
   // The floats take() hands out for the given requests, rounded as take() rounds them.
@@ -91,19 +85,11 @@ class Arena {
   }
 
  private:
-  struct Block {
-    float* p = nullptr;
-    size_t cap = 0;
-    void release() {
-      if (p) ::operator delete(p, std::align_val_t(64));
-      p = nullptr, cap = 0;
-    }
-    ~Block() { release(); }
-  };
-  static thread_local Block block_;
+  static thread_local ScratchBuffer block_;
+  float* base_;
   size_t used_ = 0;
 };
-thread_local Arena::Block Arena::block_;
+thread_local ScratchBuffer Arena::block_;
 
 // Ask for the cache lines holding n floats at p ahead of their use.
 inline void prefetch(const float* p, int64_t n, bool for_write) {

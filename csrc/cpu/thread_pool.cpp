@@ -47,8 +47,19 @@ void ThreadPool::worker(int index) {
     }
     seen = gen;
     if (stop_.load()) return;
-    (*task_)(index);
+    run_task(*task_, index);
     pending_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+// Runs one thread's share of a region. An exception (out of memory inside a kernel) must not
+// leave the thread: the first one is kept and rethrown by dispatch once every thread is done.
+void ThreadPool::run_task(const std::function<void(int)>& task, int index) {
+  try {
+    task(index);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(error_mu_);
+    if (!error_) error_ = std::current_exception();
   }
 }
 
@@ -65,8 +76,15 @@ void ThreadPool::dispatch(const std::function<void(int)>& task) {
     generation_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_all();
-  task(0);
+  run_task(task, 0);
+  // The workers still use `task` (and the caller's frame it refers to) until pending is 0.
   while (pending_.load(std::memory_order_acquire) != 0) TAIPAN_PAUSE();
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lock(error_mu_);
+    std::swap(error, error_);
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 void ThreadPool::parallel_for(int64_t n, const Fn& fn, int64_t grain) {

@@ -5,11 +5,13 @@
 // parallel_tasks(n, fn) instead hands out tasks one at a time, for uneven progress.
 // Workers spin briefly, then sleep, so back-to-back ops (decode runs hundreds per token)
 // do not pay a futex wake-up each. Only one parallel_for runs at a time (a mutex guards it),
-// so several streams may share the pool safely.
+// so several streams may share the pool safely. An exception thrown by fn on any thread is
+// rethrown to the caller once the whole region has finished.
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -48,6 +50,7 @@ class ThreadPool {
  private:
   void worker(int index);
   void dispatch(const std::function<void(int)>& task);
+  void run_task(const std::function<void(int)>& task, int index);
 
   int nthreads_;
   std::vector<std::thread> workers_;
@@ -58,6 +61,8 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  std::mutex error_mu_;
+  std::exception_ptr error_;  // the first exception a thread threw in the running region
 };
 
 }  // namespace taipan::cpu
