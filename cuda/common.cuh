@@ -67,6 +67,14 @@ inline unsigned grid_for(int64_t work, int64_t per_block) {
 
 __host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Rows a launch sized for R rows processes: min(max(*count, 0), R), where count is a DEVICE
+// i32 an earlier op wrote (how many rows it compacted to the top), or R without a count.
+__device__ __forceinline__ int64_t rows_to_do(const int32_t* count, int64_t R) {
+  if (!count) return R;
+  const int64_t n = *count;
+  return n < 0 ? 0 : n > R ? R : n;
+}
+
 // ---- Device-side numeric helpers ------------------------------------------------------------
 __device__ __forceinline__ float bf16_to_float(uint16_t v) {
   return __uint_as_float(uint32_t(v) << 16);

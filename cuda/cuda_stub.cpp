@@ -157,5 +157,22 @@ void kv_append(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16
                const int32_t*, const KvCacheTable&, void*) {
   unavailable("kv_append");
 }
+void sal_gate(int64_t, int64_t, float*, const uint16_t*, const float*, const float*, const float*, float,
+              uint16_t*, float*, int32_t*, int32_t*, int32_t*, uint16_t*, void*) {
+  unavailable("sal_gate");
+}
+void sal_attention(const SalAttnDims&, const uint16_t*, int64_t, const int32_t*, const int32_t*,
+                   const uint16_t*, int64_t, const uint16_t*, int64_t, const int32_t*, const int32_t*,
+                   const SalCacheTable&, uint16_t*, int64_t, void*) {
+  unavailable("sal_attention");
+}
+void sal_kv_write(int64_t, int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t,
+                  const int32_t*, const int32_t*, const SalCacheTable&, void*) {
+  unavailable("sal_kv_write");
+}
+void sal_mix(int64_t, int64_t, float*, int64_t, const uint16_t*, int64_t, const int32_t*, const int32_t*,
+             const float*, const uint16_t*, int64_t, bool, void*) {
+  unavailable("sal_mix");
+}
 
 }  // namespace taipan::cuda

@@ -253,4 +253,53 @@ void kv_append(int64_t B, int64_t L, int64_t HD, const uint16_t* k, int64_t ldk,
                const uint16_t* v, int64_t ldv, const int32_t* start, const KvCacheTable& caches,
                void* stream);
 
+// ---- Selective Attention Layer (sal.cu) -----------------------------------------------------
+// The counterparts of csrc/cpu/sal.cpp (MODEL.md section 6). Selected rows travel compacted:
+// sal_gate writes their chunk rows, increasing, to index and their number to count (DEVICE
+// i32), and the later launchers read count when they run (no host step, graph-capturable).
+
+// sal_gate: for every row m < M: r += delta (bf16, when not null), x = bf16(r * rsqrt(mean(r^2)
+// + eps) * norm), s_c = x . gw[c] (fp32 x), mask[m] = s_1 + gb[1] > s_0 + gb[0], prob[m] =
+// sigmoid of that difference; then index[0..count) = the selected rows and gathered[k] =
+// x[index[k]]. r, delta, x, gathered: [M, d] contiguous; gw: fp32 [2, d]; gb: fp32 [2].
+// Assumes: x and gathered do not overlap r, delta or each other.
+void sal_gate(int64_t M, int64_t d, float* r, const uint16_t* delta, const float* norm, const float* gw,
+              const float* gb, float eps, uint16_t* x, float* prob, int32_t* mask, int32_t* index, int32_t* count,
+              uint16_t* gathered, void* stream);
+
+// Every sequence's ring buffers, DEVICE arrays of B entries built by the caller: k[b], v[b]
+// fp32 [W, HD] (slot p % W holds position p) and pos[b] i32 [W] (the position a slot holds,
+// -1 = none).
+struct SalCacheTable {
+  float* const* k;
+  float* const* v;
+  int32_t* const* pos;
+};
+struct SalAttnDims {
+  int64_t M;   // chunk rows: B sequences of L tokens, row b*L + t at position start[b] + t
+  int64_t B, L;
+  int64_t W;   // window
+  int64_t H, hd;
+};
+// sal_attention: for k < count, query row k of q (chunk row index[k], position p) attends, per
+// head, over the positions max(0, p - W + 1) .. p: from the ring buffer for positions before
+// start[b] (when the slot still holds them), else from chunk rows of k, v (only rows with
+// mask set when mask is not null: kv = "selected"). out row k = bf16(softmax(q . k / sqrt(hd))
+// v), zeros when no key is usable. q, k, v, out bf16 rows at their strides (H*hd values).
+// Assumes: 1 <= hd <= kSalMaxHeadDim; H <= 65535; out overlaps nothing else.
+constexpr int64_t kSalMaxHeadDim = 256;
+void sal_attention(const SalAttnDims& dims, const uint16_t* q, int64_t ldq, const int32_t* index,
+                   const int32_t* count, const uint16_t* k, int64_t ldk, const uint16_t* v, int64_t ldv,
+                   const int32_t* mask, const int32_t* start, const SalCacheTable& caches, uint16_t* out,
+                   int64_t ldo, void* stream);
+// sal_kv_write (after sal_attention of the same chunk): each sequence's last min(L, W) chunk
+// rows into slot p % W of its ring buffers (widened to fp32) with pos = p; a row whose mask is
+// 0 (mask not null) sets pos = -1 instead. Rows at positions < 0 are skipped.
+void sal_kv_write(int64_t B, int64_t L, int64_t W, int64_t HD, const uint16_t* k, int64_t ldk, const uint16_t* v,
+                  int64_t ldv, const int32_t* mask, const int32_t* start, const SalCacheTable& caches, void* stream);
+// sal_mix: for k < count, chunk row i = index[k] of r (fp32, row stride ldr), a = prob[i]:
+// r_i = (1 - a) r_i + a o_k, or with `normalized` r_i += (1 - a) x_i + a o_k. o, x bf16.
+void sal_mix(int64_t M, int64_t d, float* r, int64_t ldr, const uint16_t* o, int64_t ldo, const int32_t* index,
+             const int32_t* count, const float* prob, const uint16_t* x, int64_t ldx, bool normalized, void* stream);
+
 }  // namespace taipan::cuda

@@ -29,13 +29,6 @@ constexpr int kRopeThreads = 128;
 constexpr int kSwigluThreads = 256;
 constexpr int64_t kMaxGridY = 65535;
 
-// Rows to process: min(max(*count, 0), R), or R without a count.
-__device__ __forceinline__ int64_t rows_to_do(const int32_t* count, int64_t R) {
-  if (!count) return R;
-  const int64_t n = *count;
-  return n < 0 ? 0 : n > R ? R : n;
-}
-
 struct RopeArgs {
   int64_t R, heads, half;  // rows of x, heads per row, head_dim / 2
   uint16_t* x;

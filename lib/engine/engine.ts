@@ -58,7 +58,9 @@ export class BatchEngine {
     private readonly limits: EngineLimits,
     private readonly emit: (e: EngineEvent) => void,
   ) {
-    this.ops = new Ops(model.device);
+    // Sampling runs on a CPU stream whatever the model's device: the model hands its logits
+    // back as host arrays, and the sample op has no CUDA kernel yet.
+    this.ops = new Ops('cpu');
     this.sampler = new Sampler(this.ops, model.config.vocab_size);
     this.eos = new Set(tokenizer?.eosIds ?? []);
   }
@@ -211,7 +213,7 @@ export class BatchEngine {
       step: s.generated.length,
       seen: s.options.sampling.repetitionPenalty !== 1 ? [...s.prompt, ...s.generated] : undefined,
     }));
-    const t = addon().tensor(data, [rows.length, V], 'f32', this.model.device);
+    const t = addon().tensor(data, [rows.length, V], 'f32', this.ops.device);
     let drawn;
     try {
       drawn = await this.sampler.sample(t, requests);

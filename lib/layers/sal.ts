@@ -125,21 +125,23 @@ export class SelectiveAttentionLayer implements Layer<SalState> {
     const hd = n_heads * headDim;
     const w = this.w;
 
+    // Activations between ops are in ws.act (f32 on the CPU, bf16 on CUDA); the residual
+    // stream, the gate's probabilities and the ring buffers are f32 on both.
     // Gate + feature pruning: r += pending; x = rms(r); s = gate(x); the selected rows, compacted.
-    const x = ws.get('sal.x', d);
+    const x = ws.get('sal.x', d, ws.act);
     const prob = reshapeView(ws.get(`sal${this.index}.prob`, 1), [ws.rows]);
     const mask = reshapeView(ws.get('sal.mask', 1, 'i32'), [ws.rows]);
     const index = reshapeView(ws.get('sal.index', 1, 'i32'), [ws.rows]);
-    const gathered = ws.get('sal.gathered', d);
+    const gathered = ws.get('sal.gathered', d, ws.act);
     const count = this.count;
     ops.salGate({ residual, delta: pending, norm: w.norm, gateWeight: w.gateWeight, gateBias: w.gateBias, x, prob, mask, index, count, gathered }, eps);
 
     // Keys and values for every token (they feed later queries); queries for selected rows only.
-    const k = ws.get('sal.k', hd);
-    const v = ws.get('sal.v', hd);
+    const k = ws.get('sal.k', hd, ws.act);
+    const v = ws.get('sal.v', hd, ws.act);
     ops.linear(x, w.kProj, k);
     ops.linear(x, w.vProj, v);
-    const q = ws.get('sal.q', hd);
+    const q = ws.get('sal.q', hd, ws.act);
     ops.linear(gathered, w.qProj, q, count);
     if (rope) {
       ops.rope(k, start, { headDim, length, theta: rope.theta });
@@ -150,23 +152,23 @@ export class SelectiveAttentionLayer implements Layer<SalState> {
     const kCache = states.map((s) => s.kCache);
     const vCache = states.map((s) => s.vCache);
     const cachePos = states.map((s) => s.cachePos);
-    const attn = ws.get('sal.attn', hd);
+    const attn = ws.get('sal.attn', hd, ws.act);
     ops.salAttention({ q, index, count, k, v, mask, start, kCache, vCache, cachePos, out: attn }, { batch, window, headDim, kv });
     ops.salKvWrite({ k, v, mask, start, kCache, vCache, cachePos }, { batch, window, kv });
 
     // o_proj and the mix, selected rows only.
-    const o = ws.get('sal.o', d);
+    const o = ws.get('sal.o', d, ws.act);
     ops.linear(attn, w.oProj, o, count);
     ops.salMix({ residual, o, index, count, prob, x }, mix);
 
     // r'' = r' + fc2(up * silu(gate)), [up | gate] = rms(r', norm2) @ fc1^T, every token.
-    const h = ws.get('normed', d);
+    const h = ws.get('normed', d, ws.act);
     ops.rmsnorm(residual, null, w.norm2, h, eps);
-    const upGate = ws.get('sal.fc1', 2 * dff);
+    const upGate = ws.get('sal.fc1', 2 * dff, ws.act);
     ops.linear(h, w.fc1, upGate);
-    const act = ws.get('sal.act', dff);
+    const act = ws.get('sal.act', dff, ws.act);
     ops.swiglu(upGate, act);
-    const out = ws.get('mixer_out', d);
+    const out = ws.get('mixer_out', d, ws.act);
     ops.linear(act, w.fc2, out);
 
     this.lastProb = prob;
