@@ -10,7 +10,8 @@
 // 2. GEMM (linear op, bf16 x and W, fp32 accumulation): TFLOP/s for square shapes up to 8192^3
 //    (4096^3 included) and for the mamba2-1.3b projections at decode and prefill row counts.
 // 3. Decode: ms per step for mamba2-130m and mamba2-1.3b (random bf16 weights, written once to
-//    a cache folder) at batch 1 and 16, after a 16-token prompt.
+//    a cache folder) at batch 1 and 16, after a 16-token prompt. Any preset runs here
+//    (--presets taipan-1.3b,mamba2-1.3b-taipan: the SALs' cost is the difference).
 // Each op timing is the median over `repeats` runs of `inner` back-to-back calls on one stream,
 // timed around the awaited stream sync (so it includes launch costs, as a model sees them).
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -20,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 
 import { cudaMemory, getBackendInfo } from '../lib/backend.js';
 import { getPreset, loadConfig } from '../lib/config.js';
-import { Mamba2Model } from '../lib/models/mamba2.js';
+import { CausalLM } from '../lib/models/causal_lm.js';
 import { createRandomModel } from '../lib/models/random.js';
 import { addon, type NativeTensor } from '../lib/native.js';
 import { Ops } from '../lib/ops.js';
@@ -220,7 +221,7 @@ async function benchDecode(): Promise<void> {
       console.log(`  writing a random ${preset} checkpoint to ${dir} ...`);
       await createRandomModel(cfg, dir, { seed: 0, dtype: 'bf16' });
     }
-    const model = await Mamba2Model.load(dir, { backend: 'cuda' });
+    const model = await CausalLM.load(dir, { backend: 'cuda' });
     try {
       for (const batch of batches) {
         const prompts = Array.from({ length: batch }, (_, b) => Array.from({ length: 16 }, (_, i) => (b * 131 + i * 17) % cfg.vocab_size));

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../csrc/human_bytes.h"
 #include "cuda_backend.h"
 
 namespace taipan::cuda {
@@ -20,8 +21,6 @@ namespace taipan::cuda {
 [[noreturn]] void throw_invalid(const std::string& msg);
 // After a kernel launch: throws if the launch failed (bad configuration, no device, ...).
 void check_launch(const char* kernel_name);
-// "1.5 GiB", "12 B", ...
-std::string format_bytes(size_t bytes);
 
 #define TAIPAN_CUDA_CHECK(expr, what)                                  \
   do {                                                                 \
@@ -48,7 +47,7 @@ void raise_smem_limit(int bytes, const char* kernel_name) {
   const int dev = get_device();
   if (dev >= 0 && dev < kMaxDevices && done[dev].load(std::memory_order_acquire)) return;
   TAIPAN_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
-                    std::string("cudaFuncSetAttribute(") + kernel_name + ", " + format_bytes(size_t(bytes)) +
+                    std::string("cudaFuncSetAttribute(") + kernel_name + ", " + human_bytes(size_t(bytes)) +
                         " shared memory)");
   if (dev >= 0 && dev < kMaxDevices) done[dev].store(true, std::memory_order_release);
 }

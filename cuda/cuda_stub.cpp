@@ -161,9 +161,12 @@ void sal_gate(int64_t, int64_t, float*, const uint16_t*, const float*, const flo
               uint16_t*, float*, int32_t*, int32_t*, int32_t*, uint16_t*, void*) {
   unavailable("sal_gate");
 }
+size_t sal_attention_workspace_bytes(const SalAttnDims&) {
+  unavailable("sal_attention_workspace_bytes");
+}
 void sal_attention(const SalAttnDims&, const uint16_t*, int64_t, const int32_t*, const int32_t*,
                    const uint16_t*, int64_t, const uint16_t*, int64_t, const int32_t*, const int32_t*,
-                   const SalCacheTable&, uint16_t*, int64_t, void*) {
+                   const SalCacheTable&, uint16_t*, int64_t, void*, size_t, void*) {
   unavailable("sal_attention");
 }
 void sal_kv_write(int64_t, int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t,

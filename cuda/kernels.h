@@ -286,12 +286,16 @@ struct SalAttnDims {
 // start[b] (when the slot still holds them), else from chunk rows of k, v (only rows with
 // mask set when mask is not null: kv = "selected"). out row k = bf16(softmax(q . k / sqrt(hd))
 // v), zeros when no key is usable. q, k, v, out bf16 rows at their strides (H*hd values).
-// Assumes: 1 <= hd <= kSalMaxHeadDim; H <= 65535; out overlaps nothing else.
+// When M*H blocks would not fill the device, the window is split over blocks: that needs
+// sal_attention_workspace_bytes(dims) bytes of workspace (0 when no split is worth it); with
+// a smaller workspace the launcher splits less. Assumes: 1 <= hd <= kSalMaxHeadDim;
+// H <= 65535; out overlaps nothing else.
 constexpr int64_t kSalMaxHeadDim = 256;
+size_t sal_attention_workspace_bytes(const SalAttnDims& dims);
 void sal_attention(const SalAttnDims& dims, const uint16_t* q, int64_t ldq, const int32_t* index,
                    const int32_t* count, const uint16_t* k, int64_t ldk, const uint16_t* v, int64_t ldv,
                    const int32_t* mask, const int32_t* start, const SalCacheTable& caches, uint16_t* out,
-                   int64_t ldo, void* stream);
+                   int64_t ldo, void* workspace, size_t workspace_bytes, void* stream);
 // sal_kv_write (after sal_attention of the same chunk): each sequence's last min(L, W) chunk
 // rows into slot p % W of its ring buffers (widened to fp32) with pos = p; a row whose mask is
 // 0 (mask not null) sets pos = -1 instead. Rows at positions < 0 are skipped.

@@ -10,7 +10,6 @@
 //   g++ ... runtime.o elementwise.o ... -L/usr/local/cuda/lib64 -lcudart_static -ldl -lpthread -lrt
 // The static runtime opens the driver (libcuda.so.1) lazily, so a machine with no driver loads
 // the addon and query() reports "no CUDA driver found (...)". Never link -lcuda.
-#include <cstdio>
 #include <string>
 
 #include "common.cuh"
@@ -18,16 +17,6 @@
 namespace taipan::cuda {
 
 // ---- Errors --------------------------------------------------------------------------------
-
-std::string format_bytes(size_t bytes) {
-  char buf[64];
-  const double b = double(bytes);
-  if (bytes < 1024) std::snprintf(buf, sizeof buf, "%zu B", bytes);
-  else if (b < 1024.0 * 1024) std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024);
-  else if (b < 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
-  else std::snprintf(buf, sizeof buf, "%.1f GiB", b / (1024.0 * 1024 * 1024));
-  return buf;
-}
 
 static std::string error_text(cudaError_t err) {
   return std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
@@ -168,7 +157,7 @@ int get_device() {
 void* device_malloc(size_t bytes) {
   if (bytes == 0) return nullptr;
   void* p = nullptr;
-  TAIPAN_CUDA_CHECK(cudaMalloc(&p, bytes), "cudaMalloc(" + format_bytes(bytes) + ")");
+  TAIPAN_CUDA_CHECK(cudaMalloc(&p, bytes), "cudaMalloc(" + human_bytes(bytes) + ")");
   return p;
 }
 
@@ -182,14 +171,14 @@ void device_free(void* p) noexcept {
 void device_memset(void* p, int value, size_t bytes, void* stream) {
   if (bytes == 0) return;
   TAIPAN_CUDA_CHECK(cudaMemsetAsync(p, value, bytes, as_stream(stream)),
-                    "cudaMemsetAsync(" + format_bytes(bytes) + ")");
+                    "cudaMemsetAsync(" + human_bytes(bytes) + ")");
 }
 
 void copy_to_device(void* dst, const void* src, size_t bytes, void* stream) {
   if (bytes == 0) return;
   cudaStream_t s = as_stream(stream);
   TAIPAN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s),
-                    "cudaMemcpyAsync(host to device, " + format_bytes(bytes) + ")");
+                    "cudaMemcpyAsync(host to device, " + human_bytes(bytes) + ")");
   // src may be pinned memory, which the copy reads asynchronously: wait so the caller may
   // reuse or free it at once.
   TAIPAN_CUDA_CHECK(cudaStreamSynchronize(s), "cudaStreamSynchronize (after host to device copy)");
@@ -199,14 +188,14 @@ void copy_to_host(void* dst, const void* src, size_t bytes, void* stream) {
   if (bytes == 0) return;
   cudaStream_t s = as_stream(stream);
   TAIPAN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s),
-                    "cudaMemcpyAsync(device to host, " + format_bytes(bytes) + ")");
+                    "cudaMemcpyAsync(device to host, " + human_bytes(bytes) + ")");
   TAIPAN_CUDA_CHECK(cudaStreamSynchronize(s), "cudaStreamSynchronize (after device to host copy)");
 }
 
 void copy_device_to_device(void* dst, const void* src, size_t bytes, void* stream) {
   if (bytes == 0) return;
   TAIPAN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, as_stream(stream)),
-                    "cudaMemcpyAsync(device to device, " + format_bytes(bytes) + ")");
+                    "cudaMemcpyAsync(device to device, " + human_bytes(bytes) + ")");
 }
 
 void copy_to_device_2d(void* dst, size_t dpitch, const void* src, size_t spitch,
@@ -216,7 +205,7 @@ void copy_to_device_2d(void* dst, size_t dpitch, const void* src, size_t spitch,
   TAIPAN_CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, row_bytes, rows,
                                       cudaMemcpyHostToDevice, s),
                     "cudaMemcpy2DAsync(host to device, " + std::to_string(rows) + " rows of " +
-                        format_bytes(row_bytes) + ")");
+                        human_bytes(row_bytes) + ")");
   // Same reason as copy_to_device: the caller may free src as soon as this returns.
   TAIPAN_CUDA_CHECK(cudaStreamSynchronize(s), "cudaStreamSynchronize (after host to device copy)");
 }
@@ -227,7 +216,7 @@ void copy_device_to_device_2d(void* dst, size_t dpitch, const void* src, size_t 
   TAIPAN_CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, row_bytes, rows,
                                       cudaMemcpyDeviceToDevice, as_stream(stream)),
                     "cudaMemcpy2DAsync(device to device, " + std::to_string(rows) + " rows of " +
-                        format_bytes(row_bytes) + ")");
+                        human_bytes(row_bytes) + ")");
 }
 
 // ---- Streams ---------------------------------------------------------------------------------

@@ -24,9 +24,11 @@
 // lanes split the head's columns (coalesced row reads), the dot product is a warp sum, and an
 // online softmax keeps the running max, sum and context in registers (fp32); the 4 partial
 // results are merged through shared memory at the end. A query with no usable key gets zeros,
-// as on the CPU. This is the plain version: one key at a time per warp, no key tiles in
-// shared memory and no split of long windows over blocks (see attention.cu for both); it has
-// not yet been measured on a GPU.
+// as on the CPU. When the selected queries times the heads give too few blocks to fill the
+// device (decode: one query per sequence), the window is split over `splits` blocks
+// (flash-decoding, as attention.cu does): each split writes its unnormalised context with its
+// max and sum to a workspace and sal_attention_combine_kernel merges them. Otherwise one key
+// at a time per warp and no key tiles in shared memory; not yet measured on a GPU.
 //
 // sal_kv_write: one block per (sequence, one of its last min(L, W) tokens), threads over the
 // columns: k and v widened to fp32 into slot p % W, and the slot's position; an unselected
@@ -35,7 +37,9 @@
 // sal_mix: one block per selected row k < count, threads over the columns of chunk row
 // index[k]: r = (1 - a) r + a o (mix "residual") or r += (1 - a) x + a o ("normalized").
 // Flags: see the comment at the top of runtime.cu.
+#include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "common.cuh"
 #include "kernels.h"
@@ -50,6 +54,9 @@ constexpr int kAttnWarps = 4;
 constexpr int kAttnThreads = 32 * kAttnWarps;
 constexpr int kAttnPerLane = int(kSalMaxHeadDim / 32);  // head columns per lane
 constexpr int64_t kMaxGridY = 65535;
+// Window splits: at least this many keys per split, and at most this many splits.
+constexpr int64_t kMinKeysPerSplit = 64;
+constexpr int64_t kMaxSplits = 64;
 
 // ---- Gate ---------------------------------------------------------------------------------------
 
@@ -145,6 +152,9 @@ struct SalAttnParams {
   uint16_t* out;
   int64_t ldo;
   float scale;
+  int splits;       // blocks per (query, head) along the window (gridDim.z)
+  float* part_acc;  // splits > 1: [M*H*splits, hd] unnormalised contexts
+  float* part_ml;   // splits > 1: [M*H*splits, 2] max (-inf: no usable key) and sum
 };
 
 __global__ void __launch_bounds__(kAttnThreads) sal_attention_kernel(SalAttnParams a) {
@@ -167,8 +177,12 @@ __global__ void __launch_bounds__(kAttnThreads) sal_attention_kernel(SalAttnPara
       ctx[i] = 0.0f;
     }
     float run_max = -INFINITY, run_sum = 0.0f;
+    // The window lo..p, and this block's share of it (split blockIdx.z of a.splits).
     const int64_t lo = p - dm.W + 1 > 0 ? p - dm.W + 1 : 0;
-    for (int64_t j = lo + warp; j <= p; j += kAttnWarps) {
+    const int64_t span = ceil_div(p - lo + 1, a.splits);
+    const int64_t j_begin = lo + int64_t(blockIdx.z) * span;
+    const int64_t j_end = j_begin + span - 1 < p ? j_begin + span - 1 : p;
+    for (int64_t j = j_begin + warp; j <= j_end; j += kAttnWarps) {
       const float* kc = nullptr;
       const float* vc = nullptr;
       const uint16_t* kb = nullptr;
@@ -218,15 +232,58 @@ __global__ void __launch_bounds__(kAttnThreads) sal_attention_kernel(SalAttnPara
       weight[w] = part_sum[w] > 0.0f ? __expf(part_max[w] - top) : 0.0f;
       total += part_sum[w] * weight[w];
     }
-    const float inv = total > 0.0f ? 1.0f / total : 0.0f;  // no usable key: zeros
+    if (a.splits == 1) {
+      const float inv = total > 0.0f ? 1.0f / total : 0.0f;  // no usable key: zeros
+      uint16_t* orow = a.out + qk * a.ldo + h * dm.hd;
+      for (int64_t c = threadIdx.x; c < dm.hd; c += blockDim.x) {
+        float o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kAttnWarps; w++) o += part_ctx[w][c] * weight[w];
+        orow[c] = float_to_bf16(o * inv);
+      }
+    } else {
+      const int64_t part = (qk * dm.H + h) * a.splits + blockIdx.z;
+      float* acc = a.part_acc + part * dm.hd;
+      for (int64_t c = threadIdx.x; c < dm.hd; c += blockDim.x) {
+        float o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kAttnWarps; w++) o += part_ctx[w][c] * weight[w];
+        acc[c] = o;
+      }
+      if (threadIdx.x == 0) {
+        a.part_ml[2 * part] = total > 0.0f ? top : -INFINITY;  // an empty split merges as nothing
+        a.part_ml[2 * part + 1] = total;
+      }
+    }
+    __syncthreads();  // the partial results are rewritten by the next query
+  }
+}
+
+// Merges the window splits of each (selected query k < count, head blockIdx.y) into out;
+// zeros when no split found a usable key.
+__global__ void __launch_bounds__(kRowThreads) sal_attention_combine_kernel(SalAttnParams a) {
+  const SalAttnDims& dm = a.dims;
+  const int64_t h = blockIdx.y;
+  const int64_t n = rows_to_do(a.count, dm.M);
+  for (int64_t qk = blockIdx.x; qk < n; qk += gridDim.x) {
+    const int64_t row = a.index[qk];
+    if (row < 0 || row >= dm.M) continue;  // skipped by sal_attention_kernel too
+    const int64_t part0 = (qk * dm.H + h) * a.splits;
+    const float* ml = a.part_ml + 2 * part0;
+    const float* acc = a.part_acc + part0 * dm.hd;
+    float m = -INFINITY;
+    for (int s = 0; s < a.splits; s++) m = fmaxf(m, ml[2 * s]);
+    float den = 0.0f;
+    for (int s = 0; s < a.splits; s++)
+      if (ml[2 * s] > -INFINITY) den += ml[2 * s + 1] * __expf(ml[2 * s] - m);
+    const float inv = den > 0.0f ? 1.0f / den : 0.0f;
     uint16_t* orow = a.out + qk * a.ldo + h * dm.hd;
     for (int64_t c = threadIdx.x; c < dm.hd; c += blockDim.x) {
       float o = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kAttnWarps; w++) o += part_ctx[w][c] * weight[w];
+      for (int s = 0; s < a.splits; s++)
+        if (ml[2 * s] > -INFINITY) o += acc[s * dm.hd + c] * __expf(ml[2 * s] - m);
       orow[c] = float_to_bf16(o * inv);
     }
-    __syncthreads();  // the partial results are rewritten by the next query
   }
 }
 
@@ -274,6 +331,25 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
+
+void check_attn_dims(const char* fn, const SalAttnDims& d) {
+  if (d.hd < 1 || d.hd > kSalMaxHeadDim)
+    throw_invalid(std::string(fn) + ": head_dim " + std::to_string(d.hd) + " is outside [1, " +
+                  std::to_string(kSalMaxHeadDim) + "]");
+  if (d.H > kMaxGridY) throw_invalid(std::string(fn) + ": more than 65535 heads");
+}
+
+// Window splits that fill the device when the queries alone (M of them at most, times the
+// heads) give too few blocks: about 4 blocks per SM, at least kMinKeysPerSplit keys each.
+int64_t plan_splits(const SalAttnDims& d) {
+  const int64_t blocks = d.M * d.H, want = 4 * int64_t(current_sm_count());
+  if (blocks >= want) return 1;
+  return std::max<int64_t>(1, std::min({ceil_div(want, blocks), ceil_div(d.W, kMinKeysPerSplit), kMaxSplits}));
+}
+
+size_t split_bytes(const SalAttnDims& d) {  // workspace per split
+  return size_t(d.M * d.H) * size_t(d.hd + 2) * sizeof(float);
+}
 }  // namespace
 
 void sal_gate(int64_t M, int64_t d, float* r, const uint16_t* delta, const float* norm, const float* gw,
@@ -290,20 +366,36 @@ void sal_gate(int64_t M, int64_t d, float* r, const uint16_t* delta, const float
   check_launch("sal_gather_kernel");
 }
 
+size_t sal_attention_workspace_bytes(const SalAttnDims& dims) {
+  if (dims.M <= 0 || dims.H <= 0) return 0;
+  check_attn_dims("sal_attention_workspace_bytes", dims);
+  const int64_t splits = plan_splits(dims);
+  return splits > 1 ? size_t(splits) * split_bytes(dims) : 0;
+}
+
 void sal_attention(const SalAttnDims& dims, const uint16_t* q, int64_t ldq, const int32_t* index,
                    const int32_t* count, const uint16_t* k, int64_t ldk, const uint16_t* v, int64_t ldv,
                    const int32_t* mask, const int32_t* start, const SalCacheTable& caches, uint16_t* out,
-                   int64_t ldo, void* stream) {
+                   int64_t ldo, void* workspace, size_t workspace_bytes, void* stream) {
   if (dims.M <= 0 || dims.H <= 0) return;
-  if (dims.hd < 1 || dims.hd > kSalMaxHeadDim)
-    throw_invalid("sal_attention: head_dim " + std::to_string(dims.hd) + " is outside [1, " +
-                  std::to_string(kSalMaxHeadDim) + "]");
-  if (dims.H > kMaxGridY) throw_invalid("sal_attention: more than 65535 heads");
+  check_attn_dims("sal_attention", dims);
+  // Split only as far as the workspace allows.
+  int64_t splits = std::min<int64_t>(plan_splits(dims), workspace ? int64_t(workspace_bytes / split_bytes(dims)) : 1);
+  if (splits < 2) splits = 1;
   SalAttnParams a{dims, q, ldq, index, count, k, ldk, v, ldv, mask, start, caches, out, ldo,
-                  1.0f / std::sqrt(float(dims.hd))};
-  const dim3 grid{grid_for(dims.M, 1), unsigned(dims.H)};
-  sal_attention_kernel<<<grid, kAttnThreads, 0, as_stream(stream)>>>(a);
+                  1.0f / std::sqrt(float(dims.hd)), int(splits), nullptr, nullptr};
+  if (splits > 1) {
+    a.part_acc = static_cast<float*>(workspace);
+    a.part_ml = a.part_acc + dims.M * dims.H * splits * dims.hd;
+  }
+  cudaStream_t s = as_stream(stream);
+  const dim3 grid{grid_for(dims.M, 1), unsigned(dims.H), unsigned(splits)};
+  sal_attention_kernel<<<grid, kAttnThreads, 0, s>>>(a);
   check_launch("sal_attention_kernel");
+  if (splits > 1) {
+    sal_attention_combine_kernel<<<dim3{grid_for(dims.M, 1), unsigned(dims.H)}, kRowThreads, 0, s>>>(a);
+    check_launch("sal_attention_combine_kernel");
+  }
 }
 
 void sal_kv_write(int64_t B, int64_t L, int64_t W, int64_t HD, const uint16_t* k, int64_t ldk, const uint16_t* v,

@@ -983,25 +983,27 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
 
     interface SalCase {
       B: number;
-      L: number;
+      /** Tokens per sequence of each chunk, run one after the other. */
+      lengths: number[];
       W: number;
       H: number;
       hd: number;
       kv: 'all' | 'selected';
       form: 'list' | 'batched';
       strided?: boolean;
+      /** Leave each sequence's first token unselected (kv "selected": it has no key at all). */
+      firstUnselected?: boolean;
     }
     /**
-     * Two chunks of B sequences (start 0, then L): sal_attention then sal_kv_write of each, on
-     * both backends, with a random selection. The second chunk's queries read the ring buffers
-     * the first one wrote. Checks the attention output of the selected rows (bf16 vs fp32)
-     * and the ring buffers and their positions after each chunk (exact: bf16 keys and values
+     * Chunks of B sequences, one after the other: sal_attention then sal_kv_write of each, on
+     * both backends, with a random selection. Later chunks' queries read the ring buffers the
+     * earlier ones wrote. Checks the attention output of the selected rows (bf16 vs fp32) and
+     * the ring buffers and their positions after each chunk (exact: bf16 keys and values
      * widen exactly). Under kv "selected" an unselected first token is also queried: with no
      * usable key its output is zeros on both.
      */
     function checkSal(c: SalCase) {
-      const { B, L, W, H, hd, kv } = c;
-      const M = B * L;
+      const { B, W, H, hd, kv } = c;
       const HD = H * hd;
       const ring = (device: DeviceName) => {
         const k = new Float32Array(W * HD).fill(NaN);
@@ -1017,12 +1019,15 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
       };
       const rings = { cpu: ring('cpu'), cuda: ring('cuda') };
       const flat = (t: NativeTensor | NativeTensor[]) => (Array.isArray(t) ? concat(t) : read(t));
-      for (let chunk = 0; chunk < 2; chunk++) {
+      let start = 0;
+      for (const [chunk, L] of c.lengths.entries()) {
+        const M = B * L;
         const q = rand(M * HD);
         const k = rand(M * HD);
         const v = rand(M * HD);
         const mask = Int32Array.from({ length: M }, (_, i) => (randu(1, seed++, 0, 1)[0]! < 0.5 ? 1 : 0));
         mask[M - 1] = 1;
+        if (c.firstUnselected && chunk === 0) for (let b = 0; b < B; b++) mask[b * L] = 0;
         const selected = [...mask.keys()].filter((i) => mask[i] === 1);
         // An unselected first row queried too (kv "selected", first chunk: it has no key).
         if (kv === 'selected' && chunk === 0 && mask[0] === 0) selected.unshift(0);
@@ -1042,7 +1047,7 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
             k: kT,
             v: vT,
             mask: native.tensor(mask, [M], 'i32', device),
-            start: native.tensor(Int32Array.from({ length: B }, () => chunk * L), [B], 'i32', device),
+            start: native.tensor(Int32Array.from({ length: B }, () => start), [B], 'i32', device),
             ...rings[device],
           };
           ops.salAttention({ ...t, out }, { batch: B, window: W, headDim: hd, kv });
@@ -1063,16 +1068,25 @@ describe.skipIf(!hasCuda)('CUDA ops vs the CPU ops', () => {
           // Slots never written hold NaN on both: compare them as equal.
           expect(Array.from(got, (x) => (Number.isNaN(x) ? 'nan' : x))).toEqual(Array.from(want, (x) => (Number.isNaN(x) ? 'nan' : x)));
         }
+        start += L;
       }
     }
+    // The emulator has 4 SMs, so a call with fewer than 16 (query, head) blocks and a window
+    // past 64 keys splits the window over blocks (sal_attention_combine_kernel merges them).
     const salCases: SalCase[] = [
-      { B: 1, L: 1, W: 4, H: 1, hd: 8, kv: 'all', form: 'batched' },
-      { B: 2, L: 5, W: 8, H: 2, hd: 16, kv: 'all', form: 'list', strided: true },
-      { B: 3, L: 9, W: 4, H: 3, hd: 24, kv: 'selected', form: 'list' }, // L > W: the chunk's last W rows reach the buffers
-      { B: 2, L: 6, W: 16, H: 2, hd: 72, kv: 'selected', form: 'batched' }, // head_dim past 64: several columns per lane
+      { B: 1, lengths: [1, 1], W: 4, H: 1, hd: 8, kv: 'all', form: 'batched' },
+      { B: 2, lengths: [5, 5], W: 8, H: 2, hd: 16, kv: 'all', form: 'list', strided: true },
+      { B: 3, lengths: [9, 9], W: 4, H: 3, hd: 24, kv: 'selected', form: 'list' }, // L > W: the chunk's last W rows reach the buffers
+      { B: 2, lengths: [6, 6], W: 16, H: 2, hd: 72, kv: 'selected', form: 'batched' }, // head_dim past 64: several columns per lane
+      // Decode after a prefill: 4 (query, head) blocks, the window split 4 ways, keys from the ring.
+      { B: 2, lengths: [150, 1, 1], W: 200, H: 2, hd: 32, kv: 'all', form: 'list' },
+      // Split windows past the wrap-around of the ring, with unselected keys.
+      { B: 1, lengths: [300, 1, 1], W: 200, H: 1, hd: 16, kv: 'selected', form: 'batched' },
+      // A split call on a short history: most splits are empty, and a keyless query gets zeros.
+      { B: 2, lengths: [2, 1], W: 256, H: 1, hd: 8, kv: 'selected', form: 'batched', firstUnselected: true },
     ];
     for (const c of salCases)
-      it(`sal_attention + sal_kv_write B=${c.B} L=${c.L} W=${c.W} H=${c.H} hd=${c.hd} kv=${c.kv} ${c.form}${c.strided ? ', strided' : ''}`, () => checkSal(c));
+      it(`sal_attention + sal_kv_write B=${c.B} lengths=${c.lengths} W=${c.W} H=${c.H} hd=${c.hd} kv=${c.kv} ${c.form}${c.strided ? ', strided' : ''}`, () => checkSal(c));
 
     it('sal_attention reads count when it runs', () => {
       const [L, H, hd, W] = [6, 2, 16, 8];

@@ -200,11 +200,15 @@ Work plan_attention(const OpArgs& a) {
     if (HD / hd > 65535) a.fail("at most 65535 heads on the CUDA backend");
     const cuda::SalAttnDims dims{M, B, L, W, HD / hd, hd};
     CudaRing ring = device_ring(caches);
+    // Decode-sized calls split the window over blocks, which needs a workspace.
+    const size_t ws_bytes = cuda::sal_attention_workspace_bytes(dims);
+    std::shared_ptr<Storage> ws = ws_bytes ? cuda_ops::device_buffer(ws_bytes) : nullptr;
     const uint16_t *qp = cuda_ops::bf16(q), *kp = cuda_ops::bf16(k), *vp = cuda_ops::bf16(v);
     const int64_t ldq = q.ld, ldk = k.ld, ldv = v.ld, ldo = out.ld;
     uint16_t* op = cuda_ops::bf16_out(out);
     return cuda_ops::launches([=](void* st) {
-      cuda::sal_attention(dims, qp, ldq, ip, cp, kp, ldk, vp, ldv, mp, sp, ring.table, op, ldo, st);
+      cuda::sal_attention(dims, qp, ldq, ip, cp, kp, ldk, vp, ldv, mp, sp, ring.table, op, ldo,
+                          ws ? ws->data : nullptr, ws_bytes, st);
     });
   }
 
